@@ -1,0 +1,34 @@
+"""Alembic environment: runs on the connection supportdesk hands it."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import supportdesk.models  # noqa: F401  (registers the tables)
+
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        from supportdesk.db import create_db_engine
+
+        engine = create_db_engine(context.config.get_main_option("sqlalchemy.url"))
+        with engine.begin() as conn:
+            _run(conn)
+        return
+    _run(connection)
+
+
+def _run(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

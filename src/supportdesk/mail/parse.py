@@ -1,0 +1,830 @@
+"""Turning raw inbound mail into plain, safe values.  (pure)
+
+``parse_message`` never raises: intake stores the raw bytes first and then
+parses, and one broken message must not stop the fetch of the ones after it.
+Whatever the email package chokes on is recovered piece by piece (a header, a
+charset, a MIME part) and noted in ``defects``; only bytes that are not mail at
+all get an ``error`` and go to quarantine.
+
+Every string that leaves this module went through ``clean_text``/``clean_line``:
+no control characters (terminal escapes), no lone surrogates (SQLite refuses
+them), no CR/LF in one-line values (an encoded word can decode to CR/LF).
+
+Decisions:
+
+* Raw 8-bit header bytes (which the email package keeps as surrogates) are read
+  as UTF-8 when they are valid UTF-8, else as Windows-1252.
+* Body charsets: the declared charset is tried strictly, then UTF-8, then the
+  declared charset with replacement characters.  A missing, unknown or US-ASCII
+  label that does not fit the bytes falls back to UTF-8, then Windows-1252:
+  mislabelled mail is common and a guess reads better than a wall of U+FFFD.
+* The body is every inline text/plain part in order (Apple Mail splits text
+  around inline images); in multipart/alternative the plain version wins unless
+  it is empty.  HTML-only mail is converted with html2text, links kept as
+  ``[text](url)``.
+* ``from_trusted`` is False when the From header has defects or does not name
+  exactly one address: Python 3.11 reads ``alice@example.org)<bob@example.org>``
+  as alice (CVE-2023-27043) but records a defect, and such a sender must not be
+  filed under an existing customer.
+* Attachment file names lose any directory part (``../../x`` → ``x``): they are
+  meant to be saved.  Forwarded messages (message/rfc822) are kept whole as
+  ``.eml`` attachments; their bodies are not merged into this one.
+* Quarantine (``error`` set) only for: empty input, no header section, no header
+  a mail would have, or nothing readable at all (no subject, no text, no
+  attachment).
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import email
+import email.header
+import email.parser
+import email.utils
+import mimetypes
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from email.message import Message
+from email.policy import default as _POLICY
+
+import html2text
+
+from supportdesk.text import clean_line, clean_text
+
+__all__ = [
+    "LOOP_HEADERS",
+    "DeliveryReport",
+    "ParsedAttachment",
+    "ParsedMessage",
+    "html_to_text",
+    "parse_message",
+    "quote_split",
+]
+
+LOOP_HEADERS = (
+    "auto-submitted",
+    "precedence",
+    "list-id",
+    "list-unsubscribe",
+    "x-loop",
+    "x-auto-response-suppress",
+    "return-path",
+    "x-autoreply",
+    "x-autorespond",
+)
+
+_MAX_DEPTH = 40
+_MAX_PARTS = 2000
+_MAX_DEFECTS = 50
+_MAX_IDS = 500
+_MAIL_HEADERS = frozenset({
+    "from", "sender", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
+    "in-reply-to", "references", "mime-version", "content-type", "content-transfer-encoding",
+    "content-disposition", "received", "return-path", "delivered-to",
+})
+_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
+_ORIGINAL_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers")
+_ASCII_LABELS = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"})
+_SURROGATES = re.compile("[\udc80-\udcff]+")
+_HEADER_START = re.compile(rb"[!-9;-~]+:")
+_BRACKETED_ID = re.compile(r"<([^<>]*)>")
+_BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=\s]")
+_BINARY_CHARS = re.compile("[\x00-\x08\x0e-\x1f\ufffd]")
+_MIME_TYPES = mimetypes.MimeTypes()  # built-in table only: same names on every machine
+_EXTENSIONS = {"application/ms-tnef": ".dat", "text/calendar": ".ics", "message/rfc822": ".eml"}
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a bounce (multipart/report; report-type=delivery-status) says.
+
+    ``action``/``status``/``diagnostic`` come from the first failed recipient, else
+    the first recipient listed.
+    """
+
+    original_message_id: str | None
+    recipients: list[str]
+    action: str
+    status: str
+    diagnostic: str
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    message_id: str | None = None
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    subject: str = ""
+    from_addr: str | None = None
+    from_name: str = ""
+    from_trusted: bool = False
+    to: list[tuple[str, str]] = field(default_factory=list)
+    cc: list[tuple[str, str]] = field(default_factory=list)
+    reply_to: list[tuple[str, str]] = field(default_factory=list)
+    date: datetime | None = None
+    body_text: str = ""
+    body_html: str | None = None
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    dsn: DeliveryReport | None = None
+    report_type: str | None = None
+    """report-type of a top-level multipart/report ("" if missing): bounces, read receipts."""
+    defects: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one RFC 5322 message; never raises (see the module docstring)."""
+    try:
+        return _Parser(raw).run()
+    except Exception as exc:  # last line of defence: intake must go on
+        return ParsedMessage(error=f"unparseable message ({type(exc).__name__})")
+
+
+# -- text helpers ---------------------------------------------------------------------------
+
+
+def _decode_guess(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _unsurrogate(value: str) -> str:
+    """Raw 8-bit header bytes, which reach a str as surrogates, read as UTF-8 or cp1252."""
+    if not value:
+        return ""
+    return _SURROGATES.sub(lambda m: _decode_guess(m.group(0).encode("utf-8", "surrogateescape")), value)
+
+
+def _decode_text(data: bytes, charset: str | None) -> str:
+    """A text part's bytes as str, whatever its label claims (see the module docstring)."""
+    label = (charset or "").strip().strip("\"'").lower()
+    if label and label not in _ASCII_LABELS:
+        try:
+            codecs.lookup(label)
+        except (LookupError, ValueError):
+            return _decode_guess(data)
+        for attempt, errors in ((label, "strict"), ("utf-8", "strict"), (label, "replace")):
+            try:
+                return data.decode(attempt, errors)
+            except (UnicodeError, LookupError, ValueError):
+                pass
+    return _decode_guess(data)
+
+
+def _decode_words(value: str) -> str:
+    """RFC 2047 encoded words decoded by hand: the fallback when the email package gives up."""
+    value = _unsurrogate(str(value))
+    if "=?" not in value:
+        return value
+    try:
+        chunks = email.header.decode_header(value)
+    except Exception:
+        return value
+    out = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        elif charset is None:
+            out.append(chunk.decode("raw-unicode-escape", "replace"))
+        else:
+            out.append(_decode_text(chunk, charset))
+    return "".join(out)
+
+
+def _line(value: object) -> str:
+    return clean_line(_unsurrogate(str(value))) if value is not None else ""
+
+
+def _parse_ids(value: str, loose: bool = False) -> list[str]:
+    """Message ids without brackets.  Unbracketed tokens count only if they contain "@"
+    (In-Reply-To often carries prose), or, when ``loose``, as the single token given."""
+    value = clean_line(value)
+    ids = [re.sub(r"\s+", "", found) for found in _BRACKETED_ID.findall(value)]
+    if not ids:
+        tokens = value.split()
+        ids = [token.strip("<>") for token in tokens if "@" in token]
+        if not ids and loose and len(tokens) == 1:
+            ids = [tokens[0].strip("<>")]
+    return [ident for ident in ids if ident]
+
+
+def _plausible_address(addr: str) -> bool:
+    local, at, domain = addr.rpartition("@")
+    return bool(at and local and domain) and not any(ch.isspace() for ch in addr) and "@" not in local.strip('"')
+
+
+def _describe(defect: object) -> str:
+    doc = (type(defect).__doc__ or type(defect).__name__).strip().splitlines()[0].rstrip(".")
+    detail = str(defect).strip()
+    return f"{doc} ({detail})" if detail and detail.rstrip(".") != doc else doc
+
+
+def _looks_binary(text: str) -> bool:
+    if not text:
+        return False
+    return "\x00" in text or len(_BINARY_CHARS.findall(text)) > len(text) / 10
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+def _payload(part: Message) -> object:
+    try:
+        return part.get_payload()
+    except Exception:
+        return None
+
+
+def _raw_body(part: Message) -> bytes | None:
+    """The undecoded body of a leaf part as the bytes that were on the wire."""
+    payload = _payload(part)
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogateescape")
+    return None
+
+
+def _extension(content_type: str) -> str:
+    return _EXTENSIONS.get(content_type) or _MIME_TYPES.guess_extension(content_type) or ".bin"
+
+
+def _html_converter() -> html2text.HTML2Text:
+    converter = html2text.HTML2Text(bodywidth=0)
+    converter.ignore_emphasis = True
+    converter.images_to_alt = True
+    converter.unicode_snob = True
+    converter.inline_links = True
+    converter.protect_links = False
+    converter.wrap_links = False
+    return converter
+
+
+_MD_ESCAPED_BACKSLASH = re.compile(r"\\\\(?=[\\`*_{}\[\]()#+\-.!])")
+_MD_ESCAPED_LIST = re.compile(r"^(\s*)\\([-+])", re.MULTILINE)
+_MD_ESCAPED_NUMBER = re.compile(r"^(\s*\d+)\\(\.)", re.MULTILINE)
+
+
+def html_to_text(html: str) -> str:
+    """Readable text for an HTML body: paragraphs, lists and quotes kept, links as [text](url).
+
+    html2text writes Markdown and escapes what Markdown would misread (a backslash, a
+    leading "-" or "1."); those escapes are undone so a path like C:\\temp reads as sent.
+    """
+    try:
+        text = _html_converter().handle(html)
+    except Exception:
+        text = re.sub(r"<[^>]*>", " ", re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html))
+    text = _MD_ESCAPED_BACKSLASH.sub(r"\\", text)
+    text = _MD_ESCAPED_LIST.sub(r"\1\2", text)
+    text = _MD_ESCAPED_NUMBER.sub(r"\1\2", text)
+    lines = [line.rstrip() for line in clean_text(text).split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, raw: bytes) -> None:
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        self.raw = bytes(raw)
+        self.defects: list[str] = []
+        self.plain: list[str] = []
+        self.html: list[str] = []
+        self.attachments: list[ParsedAttachment] = []
+        self.parts_seen = 0
+        self.dsn: DeliveryReport | None = None
+
+    def defect(self, text: str) -> None:
+        text = clean_line(text)
+        if text and text not in self.defects and len(self.defects) < _MAX_DEFECTS:
+            self.defects.append(text)
+
+    def run(self) -> ParsedMessage:
+        raw = self.raw
+        if not raw.strip():
+            return ParsedMessage(error="empty message")
+        stripped = raw.lstrip(b" \t\r\n")
+        if len(stripped) != len(raw) and _HEADER_START.match(stripped):
+            self.defect("whitespace before the first header was ignored")
+            raw = stripped
+        msg = self._message_from_bytes(raw)
+        try:
+            names = {str(name).lower() for name, _ in msg.raw_items()}
+        except Exception:
+            names = set()
+        if not names:
+            return ParsedMessage(error="no header section: not an email message", defects=self.defects)
+
+        self._walk(msg, depth=0, top=True)
+        for name in ("from", "to", "cc", "subject", "date", "message-id"):
+            try:
+                header = msg.get(name)
+            except Exception:
+                continue
+            for item in getattr(header, "defects", ()) or ():
+                self.defect(f"{name}: {_describe(item)}")
+        from_addr, from_name, from_trusted = self._sender(msg)
+        body_text, body_html = self._bodies()
+        result = ParsedMessage(
+            message_id=next(iter(_parse_ids(self._text_header(msg, "message-id"), loose=True)), None),
+            in_reply_to=self._ids(msg, "in-reply-to"),
+            references=self._ids(msg, "references"),
+            subject=clean_line(self._text_header(msg, "subject")),
+            from_addr=from_addr,
+            from_name=from_name,
+            from_trusted=from_trusted,
+            to=self._address_list(msg, "to")[0],
+            cc=self._address_list(msg, "cc")[0],
+            reply_to=self._address_list(msg, "reply-to")[0],
+            date=self._date(msg),
+            body_text=body_text,
+            body_html=body_html,
+            attachments=self.attachments,
+            headers=self._loop_headers(msg),
+            dsn=self.dsn,
+            report_type=self._report_type(msg),
+            defects=self.defects,
+        )
+        error = self._unusable(names, result)
+        return replace(result, error=error) if error else result
+
+    def _message_from_bytes(self, raw: bytes) -> Message:
+        try:
+            return email.message_from_bytes(raw, policy=_POLICY)
+        except Exception as exc:
+            # e.g. RecursionError on absurdly nested multiparts: keep the headers and
+            # read the rest as one text body.
+            self.defect(f"MIME structure unreadable ({type(exc).__name__}); body read as plain text")
+            msg = email.parser.BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
+            for name in ("content-type", "content-transfer-encoding"):
+                try:
+                    del msg[name]
+                except Exception:
+                    pass
+            return msg
+
+    def _unusable(self, names: set[str], result: ParsedMessage) -> str | None:
+        if not names & _MAIL_HEADERS:
+            return "no recognisable mail headers: not an email message"
+        if not (result.subject or result.body_text.strip() or result.attachments):
+            return "no subject, text or attachments"
+        if not (result.from_addr or result.subject or result.attachments) and self._binary_body:
+            return "binary data without sender or subject: not an email message"
+        return None
+
+    # -- headers
+
+    def _raw_header(self, msg: Message, name: str) -> list[str]:
+        try:
+            return [value for key, value in msg.raw_items() if str(key).lower() == name]
+        except Exception:
+            return []
+
+    def _text_header(self, msg: Message, name: str) -> str:
+        """A header as text; when the email package cannot read it, decoded by hand."""
+        try:
+            value = msg.get(name)
+            return "" if value is None else _unsurrogate(str(value))
+        except Exception as exc:
+            self.defect(f"{name} header unreadable ({type(exc).__name__})")
+            raw = self._raw_header(msg, name)
+            return _decode_words(raw[0]) if raw else ""
+
+    def _ids(self, msg: Message, name: str) -> list[str]:
+        found: list[str] = []
+        seen: set[str] = set()
+        for raw in self._raw_header(msg, name):
+            for ident in _parse_ids(_decode_words(raw)):
+                if ident not in seen:
+                    seen.add(ident)
+                    found.append(ident)
+        if len(found) > _MAX_IDS:
+            self.defect(f"{name} lists {len(found)} ids; kept the first 10 and the last {_MAX_IDS - 10}")
+            found = found[:10] + found[-(_MAX_IDS - 10):]
+        return found
+
+    def _loop_headers(self, msg: Message) -> dict[str, str]:
+        headers = {}
+        for name in LOOP_HEADERS:
+            values = [clean_line(_decode_words(value)) for value in self._raw_header(msg, name)]
+            if values:
+                headers[name] = ", ".join(values)
+        return headers
+
+    def _date(self, msg: Message) -> datetime | None:
+        try:
+            header = msg.get("date")
+        except Exception:
+            header = None
+        if header is None and not self._raw_header(msg, "date"):
+            return None
+        try:
+            when = getattr(header, "datetime", None)
+            if when is None:
+                when = email.utils.parsedate_to_datetime(clean_line(self._raw_header(msg, "date")[0]))
+        except Exception:
+            when = None
+        if when is None:
+            self.defect("date header unreadable")
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        try:
+            return when.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            self.defect("date header out of range")
+            return None
+
+    def _address_list(self, msg: Message, name: str) -> tuple[list[tuple[str, str]], bool]:
+        """(display name, lower-cased address) pairs, and whether the header read cleanly."""
+        values = self._raw_header(msg, name)
+        if not values:
+            return [], True
+        clean = len(values) == 1
+        try:
+            header = msg.get(name)
+            if getattr(header, "defects", ()):
+                clean = False
+            pairs = [(a.display_name or "", a.addr_spec or "") for a in header.addresses]
+        except Exception:
+            clean = False
+            try:
+                pairs = email.utils.getaddresses([_decode_words(v) for v in values])
+            except Exception:
+                pairs = []
+        result = []
+        for display, addr in pairs:
+            addr = _line(addr).lower()
+            if addr and addr != "<>":
+                result.append((_line(display), addr))
+        return result, clean
+
+    def _sender(self, msg: Message) -> tuple[str | None, str, bool]:
+        pairs, clean = self._address_list(msg, "from")
+        if not pairs:
+            return None, "", False
+        name, addr = pairs[0]
+        trusted = clean and len(pairs) == 1 and _plausible_address(addr)
+        if not trusted:
+            self.defect("From header is ambiguous or malformed: sender not trusted")
+        return addr, name, trusted
+
+    def _report_type(self, msg: Message) -> str | None:
+        if _content_type(msg) != "multipart/report":
+            return None
+        try:
+            value = msg.get_param("report-type")
+        except Exception:
+            value = None
+        if isinstance(value, tuple):
+            value = email.utils.collapse_rfc2231_value(value)
+        return _line(value).lower() if value else ""
+
+    # -- MIME structure
+
+    def _walk(self, part: Message, depth: int, top: bool = False) -> None:
+        self.parts_seen += 1
+        if self.parts_seen > _MAX_PARTS:
+            if self.parts_seen == _MAX_PARTS + 1:
+                self.defect(f"more than {_MAX_PARTS} MIME parts; the rest was skipped")
+            return
+        for item in getattr(part, "defects", ()) or ():
+            self.defect(_describe(item))
+        ctype = _content_type(part)
+        payload = _payload(part)
+
+        if ctype in _STATUS_TYPES:
+            self._add_attachment(part, "text/plain", "delivery-status.txt", None, self._status_text(part).encode())
+            return
+        if ctype.startswith("message/"):
+            self._attach_message(part, ctype, payload)
+            return
+        if isinstance(payload, list):
+            if depth >= _MAX_DEPTH:
+                self.defect(f"MIME parts nested deeper than {_MAX_DEPTH}; inner parts skipped")
+                return
+            children = [child for child in payload if isinstance(child, Message)]
+            if ctype == "multipart/alternative":
+                self._alternative(children, depth)
+                return
+            if ctype == "multipart/report":
+                self._report(children)
+            for child in children:
+                self._walk(child, depth + 1)
+            return
+        if ctype.startswith("multipart/"):
+            # No (usable) boundary: the email package leaves the body as one string.
+            self.plain.append(self._text_of(part))
+            return
+
+        disposition = _disposition(part)
+        filename = self._filename(part)
+        if ctype in ("text/plain", "text/html") and disposition != "attachment" and (
+            top or not filename or disposition == "inline"
+        ):
+            (self.plain if ctype == "text/plain" else self.html).append(self._text_of(part))
+            return
+        self._add_attachment(part, ctype, filename, disposition, self._body_bytes(part))
+
+    def _alternative(self, children: list[Message], depth: int) -> None:
+        """Text from the plain alternative (else the richest one); HTML for body_html and
+        attachments (inline images, calendar invites) from every alternative."""
+        kinds = [_content_type(child) for child in children]
+        if "text/plain" in kinds:
+            chosen = kinds.index("text/plain")
+        else:
+            chosen = len(children) - 1
+            for index in range(len(children) - 1, -1, -1):
+                if kinds[index] == "text/html" or kinds[index].startswith("multipart/"):
+                    chosen = index
+                    break
+        for index, child in enumerate(children):
+            if index != chosen and kinds[index].startswith("text/") and kinds[index] not in ("text/html", "text/calendar"):
+                continue
+            plain = len(self.plain)
+            self._walk(child, depth + 1)
+            if index != chosen:
+                del self.plain[plain:]
+
+    @property
+    def _binary_body(self) -> bool:
+        return _looks_binary("".join(self.plain))
+
+    def _bodies(self) -> tuple[str, str | None]:
+        body_html = clean_text("\n".join(self.html)) if self.html else None
+        plain = [clean_text(text).strip("\n") for text in self.plain]
+        plain = [text for text in plain if text.strip()]
+        if plain:
+            return "\n\n".join(plain), body_html
+        if self.html:
+            return html_to_text("\n".join(self.html)), body_html
+        return "", body_html
+
+    def _text_of(self, part: Message) -> str:
+        try:
+            charset = part.get_content_charset()
+        except Exception:
+            charset = None
+        return _decode_text(self._body_bytes(part), charset)
+
+    def _body_bytes(self, part: Message) -> bytes:
+        """The decoded body; damaged base64 or quoted-printable decoded as far as it goes."""
+        raw = _raw_body(part)
+        if raw is None:
+            return b""
+        try:
+            cte = str(part.get("content-transfer-encoding", "") or "").strip().lower()
+        except Exception:
+            cte = ""
+        if cte == "base64":
+            return self._base64(raw)
+        if cte in ("quoted-printable", "x-quoted-printable"):
+            try:
+                return binascii.a2b_qp(raw)
+            except (binascii.Error, ValueError):
+                self.defect("quoted-printable body unreadable; kept as sent")
+                return raw
+        if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
+            try:
+                data = part.get_payload(decode=True)
+                return data if isinstance(data, bytes) else raw
+            except Exception:
+                return raw
+        if cte and cte not in ("7bit", "8bit", "binary"):
+            self.defect(f"unknown Content-Transfer-Encoding {clean_line(cte)[:40]}; body kept as sent")
+        return raw
+
+    def _base64(self, raw: bytes) -> bytes:
+        if _BASE64_JUNK.search(raw):
+            self.defect("invalid characters in a base64 body were skipped")
+        try:
+            return binascii.a2b_base64(raw)
+        except (binascii.Error, ValueError):
+            pass
+        self.defect("base64 body with wrong padding decoded as far as possible")
+        data = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+        data = data[: len(data) - (len(data) % 4 == 1)]
+        try:
+            return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+        except (binascii.Error, ValueError):
+            return b""
+
+    def _filename(self, part: Message) -> str:
+        name = None
+        for getter in (part.get_filename, lambda: part.get_param("name")):
+            try:
+                name = getter()
+                if isinstance(name, tuple):
+                    name = email.utils.collapse_rfc2231_value(name)
+            except Exception:
+                name = None
+            if name:
+                break
+        if not name:
+            return ""
+        name = clean_line(_decode_words(str(name)))
+        name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+        return "" if name in (".", "..") else name[:200]
+
+    def _add_attachment(
+        self, part: Message, ctype: str, filename: str, disposition: str | None, data: bytes
+    ) -> None:
+        if not filename:
+            filename = f"attachment-{len(self.attachments) + 1}{_extension(ctype)}"
+        content_id = None
+        try:
+            raw_cid = part.get("content-id")
+            if raw_cid is not None:
+                content_id = next(iter(_parse_ids(_unsurrogate(str(raw_cid)), loose=True)), None)
+        except Exception:
+            pass
+        inline = disposition == "inline" or (disposition is None and content_id is not None)
+        self.attachments.append(ParsedAttachment(filename, ctype, data, content_id, inline))
+
+    def _attach_message(self, part: Message, ctype: str, payload: object) -> None:
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if isinstance(inner, Message):
+            data = b""
+            try:
+                data = inner.as_bytes(policy=_POLICY)
+            except Exception:
+                try:
+                    data = inner.as_string(policy=_POLICY).encode("utf-8", "surrogateescape")
+                except Exception:
+                    self.defect("an attached message could not be kept")
+        else:
+            data = self._body_bytes(part)
+        filename = self._filename(part)
+        if not filename and isinstance(inner, Message):
+            subject = self._text_header(inner, "subject")
+            safe = re.sub(r"[^\w\- .,()]+", "_", clean_line(subject)).strip(" ._")[:80]
+            filename = f"{safe}.eml" if safe else ""
+        self._add_attachment(part, ctype, filename, _disposition(part), data)
+
+    # -- bounces
+
+    def _report(self, children: list[Message]) -> None:
+        status_part = next((c for c in children if _content_type(c) in _STATUS_TYPES), None)
+        if status_part is None:
+            return
+        blocks = self._status_blocks(status_part)
+        per_recipient = [b for b in blocks if "final-recipient" in b or "original-recipient" in b]
+        recipients: list[str] = []
+        for block in per_recipient:
+            value = block.get("final-recipient") or block.get("original-recipient") or ""
+            address = value.split(";", 1)[-1].strip().strip("<>").lower()
+            if address and address not in recipients:
+                recipients.append(address)
+        main = next(
+            (b for b in per_recipient if b.get("action", "").lower() == "failed"),
+            per_recipient[0] if per_recipient else {},
+        )
+        original = None
+        for child in children:
+            if _content_type(child) in _ORIGINAL_TYPES:
+                original = self._original_message_id(child)
+                if original:
+                    break
+        self.dsn = DeliveryReport(
+            original_message_id=original,
+            recipients=recipients,
+            action=main.get("action", "").lower(),
+            status=main.get("status", ""),
+            diagnostic=main.get("diagnostic-code", ""),
+        )
+
+    def _status_blocks(self, part: Message) -> list[dict[str, str]]:
+        """The header-like blocks of a delivery-status part, names lower-cased."""
+        payload = _payload(part)
+        blocks: list[dict[str, str]] = []
+        if isinstance(payload, list):
+            for block in payload:
+                try:
+                    blocks.append({str(k).lower(): _line(_decode_words(v)) for k, v in block.raw_items()})
+                except Exception:
+                    continue
+            if any(blocks):
+                return blocks
+        for chunk in re.split(r"\n[ \t]*\n", self._text_of(part).replace("\r\n", "\n")):
+            block: dict[str, str] = {}
+            key = None
+            for line in chunk.split("\n"):
+                if line[:1] in (" ", "\t") and key:
+                    block[key] += " " + line.strip()
+                elif ":" in line:
+                    key, _, value = line.partition(":")
+                    key = key.strip().lower()
+                    block[key] = value.strip()
+            if block:
+                blocks.append({k: clean_line(v) for k, v in block.items()})
+        return blocks
+
+    def _status_text(self, part: Message) -> str:
+        blocks = self._status_blocks(part)
+        return "\n\n".join("\n".join(f"{k}: {v}" for k, v in block.items()) for block in blocks) + "\n"
+
+    def _original_message_id(self, part: Message) -> str | None:
+        payload = _payload(part)
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            headers = payload[0]
+        else:
+            text = self._text_of(part).lstrip()
+            headers = email.parser.HeaderParser(policy=_POLICY).parsestr(text, headersonly=True)
+        raw = self._raw_header(headers, "message-id")
+        ids = _parse_ids(_decode_words(raw[0]), loose=True) if raw else []
+        return ids[0] if ids else None
+
+
+# -- quoted history --------------------------------------------------------------------------
+
+_ATTRIBUTION_START = re.compile(
+    r"^\s*(On|Am|Le|El|Il|Op|Em|Den|På|W dniu|Dne)\b",
+    re.IGNORECASE,
+)
+_ATTRIBUTION_END = re.compile(
+    r"(wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napisał|pisze|napsal)\s*(\S+\s*)?:\s*$",
+    re.IGNORECASE,
+)
+_ORIGINAL_MESSAGE = re.compile(
+    r"^\s*-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
+    r"|Messaggio originale|Oorspronkelijk bericht|Forwarded message|Weitergeleitete Nachricht)\s*-{3,}\s*$",
+    re.IGNORECASE,
+)
+_OUTLOOK_RULE = re.compile(r"^\s*_{10,}\s*$")
+_OUTLOOK_FROM = re.compile(r"^\s*\*?(From|Von|De|Da|Van)\s*:\*?\s", re.IGNORECASE)
+_SIGNATURE = re.compile(r"^-- ?$")
+
+
+def quote_split(body_text: str) -> tuple[str, str]:
+    """(new text, the rest) — the rest being quoted history and signature, to fold away.
+
+    Cuts at the first of: an attribution line ("On … wrote:", "Am … schrieb …:",
+    "Le … a écrit :", …, also wrapped onto two lines) that is followed by quoted
+    lines; an "-----Original Message-----" style separator; an Outlook "____" rule
+    followed by a From: line; the "-- " signature delimiter; or the block of ">"
+    lines that runs to the end.  ">" lines with answers between them (inline
+    replies) stay in the new text.  When nothing new would be left, nothing is
+    folded: an empty view is worse than a long one.
+    """
+    lines = (body_text or "").split("\n")
+    cut = len(lines)
+    for index, line in enumerate(lines):
+        if _is_quote_start(lines, index):
+            cut = index
+            break
+    tail = cut
+    while tail > 0 and (lines[tail - 1].lstrip().startswith(">") or not lines[tail - 1].strip()):
+        tail -= 1
+    if any(line.lstrip().startswith(">") for line in lines[tail:cut]):
+        cut = tail
+    new = "\n".join(lines[:cut]).rstrip()
+    rest = "\n".join(lines[cut:]).strip("\n")
+    if not new.strip():
+        return body_text or "", ""
+    return new, rest
+
+
+def _is_quote_start(lines: list[str], index: int) -> bool:
+    line = lines[index]
+    if _SIGNATURE.match(line) or _ORIGINAL_MESSAGE.match(line):
+        return True
+    following = [text for text in lines[index + 1 : index + 4] if text.strip()]
+    if _OUTLOOK_RULE.match(line):
+        return bool(following) and bool(_OUTLOOK_FROM.match(following[0]))
+    if _ATTRIBUTION_START.match(line):
+        if _ATTRIBUTION_END.search(line):
+            after = following
+        elif index + 1 < len(lines) and _ATTRIBUTION_END.search(lines[index + 1]):
+            after = [text for text in lines[index + 2 : index + 4] if text.strip()]
+        else:
+            return False
+        return not after or after[0].lstrip().startswith(">")
+    return False
