@@ -105,15 +105,16 @@ def test_optional_headers_are_absent_when_unset():
 
 
 def test_unicode_subject_name_and_body_round_trip():
+    subject = "Re: Größenänderung  —  日本語の件名 with a rather long tail that needs folding [Support #5]"
     raw = build_message(mail(
         from_name="Zoë Ørsted via Ünïcode Support, Inc. \"Ops\"",
-        subject="Re: Größenänderung  —  日本語の件名 with a rather long tail that needs folding [Support #5]",
+        subject=subject,
         body_text="Grüße aus Köln 🎉\nЗдравствуйте\n\tindented line\n",
     ))
     msg = parse(raw)
     assert from_display_name(raw) == "Zoë Ørsted via Ünïcode Support, Inc. \"Ops\""
     assert msg["From"].addresses[0].addr_spec == "support@example.org"
-    assert msg["Subject"] == "Re: Größenänderung  —  日本語の件名 with a rather long tail that needs folding [Support #5]"
+    assert msg["Subject"] == subject
     assert body_of(msg) == "Grüße aus Köln 🎉\nЗдравствуйте\n\tindented line\n"
 
 
@@ -436,7 +437,8 @@ def test_references_header_is_trimmed_and_ends_with_the_parent():
 def test_references_drop_duplicates_our_own_id_and_unwritable_ids():
     msg = parse(build_message(mail(
         message_id="own@example.org", in_reply_to="<p@example.com>",
-        references=["<a@example.com>", "a@example.com", "own@example.org", "has space@x", "ü@example.com", "", "p@example.com"],
+        references=["<a@example.com>", "a@example.com", "own@example.org", "has space@x", "ü@example.com", "",
+                    "p@example.com"],
     )))
     assert msg["References"] == "<a@example.com> <p@example.com>"
 

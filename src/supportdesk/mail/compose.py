@@ -369,8 +369,9 @@ def _check_inputs(mail: OutgoingMail) -> None:
 
 
 def _body_encoding(text: str) -> str:
-    lines = text.split("\n")
-    if all(len(line) <= _FOLD_AT for line in lines) and all(" " <= c <= "~" or c == "\t" for c in text.replace("\n", "")):
+    """7bit when nothing needs encoding; otherwise whichever of QP and base64 is smaller."""
+    short_lines = all(len(line) <= _FOLD_AT for line in text.split("\n"))
+    if short_lines and all(" " <= c <= "~" or c in "\t\n" for c in text):
         return "7bit"
     data = text.encode("utf-8")
     non_ascii = sum(b > 0x7E or (b < 0x20 and b not in (0x09, 0x0A)) or b == 0x3D for b in data)

@@ -90,6 +90,7 @@ _ASCII_LABELS = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "
 _SURROGATES = re.compile("[\udc80-\udcff]+")
 _HEADER_START = re.compile(rb"[!-9;-~]+:")
 _BRACKETED_ID = re.compile(r"<([^<>]*)>")
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[\w!#$&^.+-]+", re.ASCII)
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=\s]")
 _BINARY_CHARS = re.compile("[\x00-\x08\x0e-\x1f\ufffd]")
 _MIME_TYPES = mimetypes.MimeTypes()  # built-in table only: same names on every machine
@@ -240,10 +241,13 @@ def _looks_binary(text: str) -> bool:
 
 
 def _content_type(part: Message) -> str:
+    """maintype/subtype, lower-case; junk after it (``text/plain>``, a missing ";") is cut off."""
     try:
-        return part.get_content_type()
+        value = part.get_content_type()
     except Exception:
         return "application/octet-stream"
+    match = _MIME_TYPE.match(value)
+    return match.group(0).lower() if match else "application/octet-stream"
 
 
 def _disposition(part: Message) -> str | None:
@@ -261,8 +265,12 @@ def _payload(part: Message) -> object:
 
 
 def _raw_body(part: Message) -> bytes | None:
-    """The undecoded body of a leaf part as the bytes that were on the wire."""
-    payload = _payload(part)
+    """The undecoded body of a leaf part as the bytes that were on the wire.
+
+    Read from ``_payload``: ``get_payload()`` already decodes 8-bit bodies with the
+    declared charset and "replace", which would lose bytes a better guess could read.
+    """
+    payload = getattr(part, "_payload", None)
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, str):
@@ -579,7 +587,7 @@ class _Parser:
         return _looks_binary("".join(self.plain))
 
     def _bodies(self) -> tuple[str, str | None]:
-        body_html = clean_text("\n".join(self.html)) if self.html else None
+        body_html = clean_text("\n".join(self.html)) if any(h.strip() for h in self.html) else None
         plain = [clean_text(text).strip("\n") for text in self.plain]
         plain = [text for text in plain if text.strip()]
         if plain:
@@ -623,6 +631,11 @@ class _Parser:
         return raw
 
     def _base64(self, raw: bytes) -> bytes:
+        lines = [line.strip() for line in raw.splitlines() if line.strip()]
+        if lines and sum(1 for line in lines if re.search(rb"\s", line)) > len(lines) / 2:
+            # Base64 lines never hold spaces; words do.  Plain text mislabelled as base64.
+            self.defect("body labelled base64 is not base64; kept as sent")
+            return raw
         if _BASE64_JUNK.search(raw):
             self.defect("invalid characters in a base64 body were skipped")
         try:
