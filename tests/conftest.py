@@ -91,3 +91,23 @@ def cli(cli_env):
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def dovecot_server():
+    from tests.servers import Dovecot, dovecot_binary
+
+    binary = dovecot_binary()
+    if binary is None:
+        if in_ci():
+            pytest.fail("Dovecot is required under CI=true (scripts/test installs dovecot-imapd)")
+        pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
+    server = Dovecot(binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_account(dovecot_server):
+    """A fresh IMAP user with an empty INBOX on the real Dovecot."""
+    return dovecot_server.account()

@@ -68,13 +68,14 @@ def main(
 
 
 def _register() -> None:
-    from supportdesk.cli import agents, db, setup, tickets
+    from supportdesk.cli import agents, db, mail, setup, tickets
 
     app.add_typer(tickets.app, name="tickets")
     app.add_typer(agents.app, name="agents")
     app.add_typer(agents.queues_app, name="queues")
     app.add_typer(db.app, name="db")
     setup.register(app)
+    mail.register(app)
 
 
 _register()

@@ -95,3 +95,17 @@ def queue_reply(
     ))
     session.flush()
     return message
+
+
+def acknowledgement_body(session: Session, settings: Settings, ticket: Ticket) -> str:
+    """The automatic acknowledgement, from the (overridable) template."""
+    from supportdesk.mail.templates import render
+
+    customer = session.get(Customer, ticket.requester_id)
+    queue = session.get(Queue, ticket.queue_id)
+    return render(
+        "acknowledgement.txt", settings.file.parent if settings.file else None,
+        ticket={"id": ticket.id, "subject": ticket.subject, "status": ticket.status, "priority": ticket.priority},
+        customer={"email": customer.email, "name": customer.name},
+        queue={"name": queue.name if queue else "", "address": queue.address if queue else None},
+    )

@@ -39,6 +39,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import email
+import email.errors
 import email.header
 import email.parser
 import email.utils
@@ -77,6 +78,7 @@ LOOP_HEADERS = (
 
 _MAX_DEPTH = 40
 _MAX_PARTS = 2000
+_MAX_BOUNDARIES = 300
 _MAX_DEFECTS = 50
 _MAX_IDS = 500
 _MAIL_HEADERS = frozenset({
@@ -93,6 +95,9 @@ _BRACKETED_ID = re.compile(r"<([^<>]*)>")
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[\w!#$&^.+-]+", re.ASCII)
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=\s]")
 _BINARY_CHARS = re.compile("[\x00-\x08\x0e-\x1f\ufffd]")
+# Obsolete syntax (an unquoted "John Q. Public") and raw UTF-8 in a display name are
+# everyday mail; they do not make the address ambiguous.
+_BENIGN_DEFECTS = (email.errors.ObsoleteHeaderDefect, email.errors.UndecodableBytesDefect)
 _MIME_TYPES = mimetypes.MimeTypes()  # built-in table only: same names on every machine
 _EXTENSIONS = {"application/ms-tnef": ".dat", "text/calendar": ".ics", "message/rfc822": ".eml"}
 
@@ -210,6 +215,11 @@ def _line(value: object) -> str:
     return clean_line(_unsurrogate(str(value))) if value is not None else ""
 
 
+def _words(value: str) -> str:
+    """One line with folded whitespace collapsed: DSN fields are wrapped at will."""
+    return " ".join(_line(value).split())
+
+
 def _parse_ids(value: str, loose: bool = False) -> list[str]:
     """Message ids without brackets.  Unbracketed tokens count only if they contain "@"
     (In-Reply-To often carries prose), or, when ``loose``, as the single token given."""
@@ -228,10 +238,35 @@ def _plausible_address(addr: str) -> bool:
     return bool(at and local and domain) and not any(ch.isspace() for ch in addr) and "@" not in local.strip('"')
 
 
+def _count_at_signs(value: str) -> int:
+    """"@" outside quoted strings and comments: more than one for a single address
+    means two parsers may disagree on who sent the mail (CVE-2023-27043)."""
+    count = depth = 0
+    quoted = escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == '"' and not depth:
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif ch == "@" and not depth:
+            count += 1
+    return count
+
+
 def _describe(defect: object) -> str:
-    doc = (type(defect).__doc__ or type(defect).__name__).strip().splitlines()[0].rstrip(".")
+    """The defect's own message, else the first line of its class docstring."""
     detail = str(defect).strip()
-    return f"{doc} ({detail})" if detail and detail.rstrip(".") != doc else doc
+    if detail:
+        return detail
+    return (type(defect).__doc__ or type(defect).__name__).strip().splitlines()[0].rstrip(".")
 
 
 def _looks_binary(text: str) -> bool:
@@ -262,6 +297,18 @@ def _payload(part: Message) -> object:
         return part.get_payload()
     except Exception:
         return None
+
+
+def _report_type(part: Message) -> str | None:
+    if _content_type(part) != "multipart/report":
+        return None
+    try:
+        value = part.get_param("report-type")
+        if isinstance(value, tuple):
+            value = email.utils.collapse_rfc2231_value(value)
+    except Exception:
+        value = None
+    return _line(value).lower() if value else ""
 
 
 def _raw_body(part: Message) -> bytes | None:
@@ -361,6 +408,9 @@ class _Parser:
                 self.defect(f"{name}: {_describe(item)}")
         from_addr, from_name, from_trusted = self._sender(msg)
         body_text, body_html = self._bodies()
+        report_type = _report_type(msg)
+        if self.dsn is None and report_type == "delivery-status":
+            self.dsn = DeliveryReport(None, [], "", "", "")
         result = ParsedMessage(
             message_id=next(iter(_parse_ids(self._text_header(msg, "message-id"), loose=True)), None),
             in_reply_to=self._ids(msg, "in-reply-to"),
@@ -378,26 +428,33 @@ class _Parser:
             attachments=self.attachments,
             headers=self._loop_headers(msg),
             dsn=self.dsn,
-            report_type=self._report_type(msg),
+            report_type=report_type,
             defects=self.defects,
         )
         error = self._unusable(names, result)
         return replace(result, error=error) if error else result
 
     def _message_from_bytes(self, raw: bytes) -> Message:
+        if raw.lower().count(b"boundary") > _MAX_BOUNDARIES:
+            # The email package's time grows with nesting depth times lines; past a
+            # few hundred multiparts it is an attack, not a mail client.
+            return self._headers_only(raw, f"more than {_MAX_BOUNDARIES} multipart boundaries")
         try:
             return email.message_from_bytes(raw, policy=_POLICY)
         except Exception as exc:
-            # e.g. RecursionError on absurdly nested multiparts: keep the headers and
-            # read the rest as one text body.
-            self.defect(f"MIME structure unreadable ({type(exc).__name__}); body read as plain text")
-            msg = email.parser.BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
-            for name in ("content-type", "content-transfer-encoding"):
-                try:
-                    del msg[name]
-                except Exception:
-                    pass
-            return msg
+            # e.g. RecursionError on absurdly nested multiparts
+            return self._headers_only(raw, f"MIME structure unreadable ({type(exc).__name__})")
+
+    def _headers_only(self, raw: bytes, why: str) -> Message:
+        """The headers, and the rest read as one plain-text body."""
+        self.defect(f"{why}; body read as plain text")
+        msg = email.parser.BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
+        for name in ("content-type", "content-transfer-encoding"):
+            try:
+                del msg[name]
+            except Exception:
+                pass
+        return msg
 
     def _unusable(self, names: set[str], result: ParsedMessage) -> str | None:
         if not names & _MAIL_HEADERS:
@@ -418,6 +475,10 @@ class _Parser:
 
     def _text_header(self, msg: Message, name: str) -> str:
         """A header as text; when the email package cannot read it, decoded by hand."""
+        raw = self._raw_header(msg, name)
+        if raw and _SURROGATES.search(raw[0]):
+            # Raw 8-bit text: the email package would decode it as UTF-8 with "replace".
+            return _decode_words(raw[0])
         try:
             value = msg.get(name)
             return "" if value is None else _unsurrogate(str(value))
@@ -471,7 +532,9 @@ class _Parser:
             self.defect("date header out of range")
             return None
 
-    def _address_list(self, msg: Message, name: str) -> tuple[list[tuple[str, str]], bool]:
+    def _address_list(
+        self, msg: Message, name: str, keep_empty: bool = False
+    ) -> tuple[list[tuple[str, str]], bool]:
         """(display name, lower-cased address) pairs, and whether the header read cleanly."""
         values = self._raw_header(msg, name)
         if not values:
@@ -479,7 +542,7 @@ class _Parser:
         clean = len(values) == 1
         try:
             header = msg.get(name)
-            if getattr(header, "defects", ()):
+            if any(not isinstance(d, _BENIGN_DEFECTS) for d in getattr(header, "defects", ())):
                 clean = False
             pairs = [(a.display_name or "", a.addr_spec or "") for a in header.addresses]
         except Exception:
@@ -491,30 +554,29 @@ class _Parser:
         result = []
         for display, addr in pairs:
             addr = _line(addr).lower()
-            if addr and addr != "<>":
+            if addr == "<>":
+                addr = ""
+            if addr or keep_empty:
                 result.append((_line(display), addr))
         return result, clean
 
     def _sender(self, msg: Message) -> tuple[str | None, str, bool]:
-        pairs, clean = self._address_list(msg, "from")
-        if not pairs:
-            return None, "", False
-        name, addr = pairs[0]
-        trusted = clean and len(pairs) == 1 and _plausible_address(addr)
+        pairs, clean = self._address_list(msg, "from", keep_empty=True)
+        named = next((name for name, _ in pairs if name), "")
+        plausible = [(name, addr) for name, addr in pairs if _plausible_address(addr)]
+        chosen = plausible[0] if plausible else next(((n, a) for n, a in pairs if a), None)
+        if chosen is None:
+            return None, named, False
+        raw = self._raw_header(msg, "from")
+        trusted = (
+            clean
+            and len(pairs) == 1
+            and len(plausible) == 1
+            and _count_at_signs(_unsurrogate(raw[0]) if raw else "") == 1
+        )
         if not trusted:
             self.defect("From header is ambiguous or malformed: sender not trusted")
-        return addr, name, trusted
-
-    def _report_type(self, msg: Message) -> str | None:
-        if _content_type(msg) != "multipart/report":
-            return None
-        try:
-            value = msg.get_param("report-type")
-        except Exception:
-            value = None
-        if isinstance(value, tuple):
-            value = email.utils.collapse_rfc2231_value(value)
-        return _line(value).lower() if value else ""
+        return chosen[1], chosen[0], trusted
 
     # -- MIME structure
 
@@ -544,7 +606,7 @@ class _Parser:
                 self._alternative(children, depth)
                 return
             if ctype == "multipart/report":
-                self._report(children)
+                self._report(part, children)
             for child in children:
                 self._walk(child, depth + 1)
             return
@@ -704,11 +766,11 @@ class _Parser:
 
     # -- bounces
 
-    def _report(self, children: list[Message]) -> None:
+    def _report(self, part: Message, children: list[Message]) -> None:
         status_part = next((c for c in children if _content_type(c) in _STATUS_TYPES), None)
-        if status_part is None:
+        if status_part is None and _report_type(part) != "delivery-status":
             return
-        blocks = self._status_blocks(status_part)
+        blocks = self._status_blocks(status_part) if status_part is not None else []
         per_recipient = [b for b in blocks if "final-recipient" in b or "original-recipient" in b]
         recipients: list[str] = []
         for block in per_recipient:
@@ -741,7 +803,7 @@ class _Parser:
         if isinstance(payload, list):
             for block in payload:
                 try:
-                    blocks.append({str(k).lower(): _line(_decode_words(v)) for k, v in block.raw_items()})
+                    blocks.append({str(k).lower(): _words(_decode_words(v)) for k, v in block.raw_items()})
                 except Exception:
                     continue
             if any(blocks):
@@ -757,7 +819,7 @@ class _Parser:
                     key = key.strip().lower()
                     block[key] = value.strip()
             if block:
-                blocks.append({k: clean_line(v) for k, v in block.items()})
+                blocks.append({k: _words(v) for k, v in block.items()})
         return blocks
 
     def _status_text(self, part: Message) -> str:
@@ -783,7 +845,7 @@ _ATTRIBUTION_START = re.compile(
     re.IGNORECASE,
 )
 _ATTRIBUTION_END = re.compile(
-    r"(wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napisał|pisze|napsal)\s*(\S+\s*)?:\s*$",
+    r"\b(wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napisał|pisze|napsal)\b[^:]{0,100}:\s*$",
     re.IGNORECASE,
 )
 _ORIGINAL_MESSAGE = re.compile(

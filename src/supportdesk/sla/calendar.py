@@ -37,11 +37,11 @@ microsecond resolution; results are returned in UTC.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -172,6 +172,8 @@ def _normalize_hours(hours: Mapping[Any, Any]) -> dict[int, tuple[tuple[time, ti
         if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
             raise CalendarError("hours", f"bad weekday {day!r}; expected 0 (Monday) to 6 (Sunday)")
         day_key = f"hours.{DAY_NAMES[day]}"
+        if isinstance(intervals, (str, bytes)) or not isinstance(intervals, (list, tuple)):
+            raise CalendarError(day_key, f"expected a tuple of (start, end) time pairs, got {intervals!r}")
         checked: list[tuple[time, time]] = []
         for i, interval in enumerate(intervals):
             key = f"{day_key}[{i}]"
@@ -213,7 +215,10 @@ class BusinessCalendar:
     ``end`` not after ``start`` is an overnight shift into the next day (so
     ``time(0)`` as an end means midnight, i.e. ``"24:00"``). A date in
     ``holiday_dates``, or for which ``holiday_lookup`` is true, closes the
-    shifts that start on it. Validated on construction.
+    shifts that start on it. Validated on construction, and ``hours`` is
+    normalised to a dict sorted by start time (treat it as read-only: the
+    real-time offsets are derived from it once). ``holiday_lookup`` must be
+    pure, since the spans of each day are cached.
     """
 
     name: str
@@ -238,7 +243,7 @@ class BusinessCalendar:
                 f"unknown time zone {self.timezone!r}; expected an IANA name such as 'Europe/Berlin' or 'UTC'",
             ) from None
         hours = _normalize_hours(self.hours)
-        object.__setattr__(self, "hours", MappingProxyType(hours))
+        object.__setattr__(self, "hours", hours)
         object.__setattr__(self, "holiday_dates", frozenset(self.holiday_dates))
         object.__setattr__(self, "_tz", tz)
         offsets = []
@@ -541,8 +546,12 @@ def add_business_minutes(cal: BusinessCalendar, start: datetime, minutes: float)
     CalendarError if the calendar never opens (searched ~3 years ahead).
     """
     t = _utc(start, "start")
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes):
-        raise ValueError(f"minutes must be a finite number, got {minutes!r}")
+    if isinstance(minutes, bool) or not isinstance(minutes, numbers.Real):
+        raise TypeError(f"minutes must be a number, got {minutes!r}")
+    if not isinstance(minutes, int):
+        minutes = float(minutes)
+    if not math.isfinite(minutes):
+        raise ValueError(f"minutes must be finite, got {minutes!r}")
     if minutes < 0:
         raise ValueError(f"minutes must not be negative, got {minutes!r}")
     remaining = timedelta(minutes=minutes)

@@ -1,0 +1,218 @@
+"""Fetching from IMAP: new UIDs → raw store (committed with mailbox, UIDVALIDITY, UID)
+→ only then mark or move on the server → file what was stored.
+
+`fetch_once` is one pass; `watch` keeps a connection in IDLE (renewed every
+`IDLE_RENEW` seconds, well within the 29 minutes servers allow), falls back to
+polling without IDLE, and reconnects with backoff after any network error.
+Every pass records its outcome in `mailbox_state` so silent failure is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlalchemy as sa
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from supportdesk.config import ConfigError, MailboxConfig, Settings
+from supportdesk.db import Database
+from supportdesk.mail.intake import IntakeReport, process_pending, store_raw
+from supportdesk.models import MailboxState, RawMessage, utcnow
+from supportdesk.text import clean_line
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+IDLE_RENEW = 9 * 60
+POLL_INTERVAL = 60
+STORED_KEYWORD = "$SupportdeskStored"
+NETWORK_ERRORS = (IMAPClientError, OSError, socket.timeout, ssl.SSLError, EOFError)
+
+
+class FetchError(Exception):
+    """A mailbox could not be fetched; the message says which and why (never the password)."""
+
+
+@dataclass
+class FetchResult:
+    mailbox: str
+    uidvalidity: int
+    fetched: int
+    report: IntakeReport
+
+
+def connect(box: MailboxConfig, timeout: float = 30) -> IMAPClient:
+    if not box.imap_host:
+        raise ConfigError(None, f"mailbox {box.name}", "has no imap_host (it can only be fed by `supportdesk ingest`)")
+    context = ssl.create_default_context()
+    if not box.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    client = IMAPClient(box.imap_host, port=box.imap_port, ssl=box.imap_security == "ssl",
+                        ssl_context=context if box.imap_security == "ssl" else None, timeout=timeout)
+    if box.imap_security == "starttls":
+        client.starttls(context)
+    password = box.imap_password.resolve() if box.imap_password else ""
+    try:
+        client.login(box.imap_user or box.address, password)
+    except IMAPClientError as exc:
+        client.shutdown()
+        raise FetchError(f"mailbox {box.name}: login as {box.imap_user or box.address} refused: {clean_line(str(exc))}") from None
+    return client
+
+
+def fetch_once(database: Database, settings: Settings, box: MailboxConfig, client: IMAPClient | None = None,
+               *, process: bool = True) -> FetchResult:
+    """One pass over a mailbox; records success or the error in mailbox_state."""
+    own = client is None
+    try:
+        if own:
+            client = connect(box)
+        result = _fetch(database, box, client)
+        _record(database, box.name, error=None)
+    except NETWORK_ERRORS as exc:
+        _record(database, box.name, error=f"{type(exc).__name__}: {clean_line(str(exc))}")
+        raise FetchError(f"mailbox {box.name}: {type(exc).__name__}: {clean_line(str(exc))}") from None
+    except FetchError as exc:
+        _record(database, box.name, error=str(exc))
+        raise
+    finally:
+        if own and client is not None:
+            try:
+                client.logout()
+            except Exception:
+                pass
+    if process:
+        result.report.merge(process_pending(database, settings))
+    return result
+
+
+def _fetch(database: Database, box: MailboxConfig, client: IMAPClient) -> FetchResult:
+    info = client.select_folder(box.imap_folder)
+    uidvalidity = int(info[b"UIDVALIDITY"])
+    with database.write() as session:
+        state = session.get(MailboxState, box.name) or MailboxState(mailbox=box.name, last_uid=0)
+        session.add(state)
+        if state.uidvalidity != uidvalidity:
+            if state.uidvalidity is not None:
+                log.warning("mailbox %s: UIDVALIDITY changed %s → %s; re-reading (duplicates are recognised)",
+                            box.name, state.uidvalidity, uidvalidity)
+            state.uidvalidity, state.last_uid = uidvalidity, 0
+        last_uid = state.last_uid
+    # `UID n:*` always returns the highest UID, even below n: filter ourselves.
+    uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+    report = IntakeReport()
+    fetched = 0
+    for start in range(0, len(uids), BATCH):
+        batch = uids[start:start + BATCH]
+        data = client.fetch(batch, ["BODY.PEEK[]"])
+        with database.write() as session:
+            for uid in batch:
+                raw = data.get(uid, {}).get(b"BODY[]")
+                if raw is None:
+                    continue
+                _, new = store_raw(session, raw, mailbox=box.name, uidvalidity=uidvalidity, uid=uid)
+                report.stored += int(new)
+                report.duplicates += int(not new)
+                fetched += 1
+            state = session.get(MailboxState, box.name)
+            state.last_uid = max(batch)
+            state.last_fetch_at = utcnow()
+        _after_store(client, box, batch)
+    if box.processed_folder:
+        _move_leftovers(database, client, box, uidvalidity, last_uid)
+    return FetchResult(box.name, uidvalidity, fetched, report)
+
+
+def _after_store(client: IMAPClient, box: MailboxConfig, uids: list[int]) -> None:
+    """Only after the commit: move to processed_folder, or mark with a keyword. Never delete."""
+    if not uids:
+        return
+    if box.processed_folder:
+        if not client.folder_exists(box.processed_folder):
+            client.create_folder(box.processed_folder)
+        if client.has_capability("MOVE"):
+            client.move(uids, box.processed_folder)
+        else:
+            client.copy(uids, box.processed_folder)
+            client.delete_messages(uids)
+            client.uid_expunge(uids) if client.has_capability("UIDPLUS") else client.expunge()
+    else:
+        client.add_flags(uids, [STORED_KEYWORD])
+
+
+def _move_leftovers(database: Database, client: IMAPClient, box: MailboxConfig, uidvalidity: int, below: int) -> None:
+    """Messages stored before a crash but never moved: move them now."""
+    if below <= 0:
+        return
+    present = [u for u in client.search(["UID", f"1:{below}"]) if u <= below]
+    if not present:
+        return
+    R = RawMessage.__table__.c
+    with database.read() as session:
+        stored = set(session.execute(sa.select(R.uid).where(
+            R.mailbox == box.name, R.uidvalidity == uidvalidity, R.uid.in_(present))).scalars())
+    leftovers = [u for u in present if u in stored]
+    if leftovers:
+        _after_store(client, box, leftovers)
+
+
+def _record(database: Database, name: str, *, error: str | None) -> None:
+    try:
+        with database.write() as session:
+            state = session.get(MailboxState, name) or MailboxState(mailbox=name, last_uid=0)
+            session.add(state)
+            now = utcnow()
+            if error:
+                state.last_error, state.last_error_at = error[:2000], now
+            else:
+                state.last_fetch_at, state.last_error = now, None
+    except Exception:
+        log.exception("could not record the state of mailbox %s", name)
+
+
+def watch(database: Database, settings: Settings, box: MailboxConfig, stop: threading.Event,
+          on_result: Callable[[FetchResult], None] = lambda r: None, on_error: Callable[[str], None] = lambda e: None,
+          *, idle_renew: float = IDLE_RENEW, poll_interval: float = POLL_INTERVAL) -> None:
+    """Fetch, then wait for news with IDLE (or poll), until `stop` is set."""
+    backoff = 1.0
+    while not stop.is_set():
+        client = None
+        try:
+            client = connect(box)
+            on_result(fetch_once(database, settings, box, client))
+            backoff = 1.0
+            idle = client.has_capability("IDLE")
+            while not stop.is_set():
+                if idle:
+                    client.idle()
+                    started = time.monotonic()
+                    news = []
+                    while not stop.is_set() and not news and time.monotonic() - started < idle_renew:
+                        news = client.idle_check(timeout=1)
+                    client.idle_done()
+                else:
+                    stop.wait(poll_interval)
+                if stop.is_set():
+                    break
+                on_result(fetch_once(database, settings, box, client))
+        except (FetchError, ConfigError, *NETWORK_ERRORS) as exc:
+            message = str(exc)
+            if not isinstance(exc, FetchError):
+                _record(database, box.name, error=f"{type(exc).__name__}: {clean_line(message)}")
+            on_error(message)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 300)
+        finally:
+            if client is not None:
+                try:
+                    client.logout()
+                except Exception:
+                    pass
