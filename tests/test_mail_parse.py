@@ -306,6 +306,25 @@ def test_ordinary_from_is_trusted(from_header, addr, name):
     assert (msg.from_addr, msg.from_name, msg.from_trusted) == (addr, name, True)
 
 
+@pytest.mark.parametrize(
+    ("header", "check"),
+    [
+        ("From: <", lambda m: m.from_addr is None and not m.from_trusted),
+        ("From: [, .--\t?>=.;", lambda m: not m.from_trusted),
+        ("Message-ID:  <q@[", lambda m: m.message_id == "q@["),
+        ("To: q[>?\\;,:u;q8(", lambda m: m.to == []),
+        ("Reply-To: qf ?@", lambda m: True),
+    ],
+)
+def test_headers_the_email_package_cannot_read(header, check):
+    """Python 3.11 raises IndexError/AttributeError/UnboundLocalError on these."""
+    sender = [] if header.startswith("From") else ["From: a@example.org"]
+    msg = parse_message(mail(*sender, header, "Subject: s"))
+    assert msg.error is None
+    assert check(msg)
+    assert_clean(msg)
+
+
 def test_encoded_word_with_crlf_cannot_inject_a_header():
     msg = parse_message(
         mail("From: a@example.org", "Subject: =?utf-8?q?hello=0D=0ABcc:_victim@example.org?=", "To: x@example.org")

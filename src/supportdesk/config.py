@@ -85,6 +85,10 @@ class SmtpConfig:
     user: str | None = None
     password: Secret | None = None
     tls_verify: bool = True
+    max_attempts: int = 10
+    timeout: int = 60
+    sent_folder_mailbox: str | None = None
+    sent_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,7 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
     if smtp:
         reader.allowed(smtp, "smtp", {
             "host", "port", "security", "user", "password", "password_env", "password_command", "tls_verify",
+            "max_attempts", "timeout", "sent_folder_mailbox", "sent_folder",
         })
         settings.smtp = SmtpConfig(
             host=reader.string(smtp, "smtp", "host"),
@@ -224,6 +229,10 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
             user=reader.string(smtp, "smtp", "user", required=False),
             password=reader.secret(smtp, "smtp", "password", settings),
             tls_verify=reader.boolean(smtp, "smtp", "tls_verify", True),
+            max_attempts=reader.integer(smtp, "smtp", "max_attempts", default=10),
+            timeout=reader.integer(smtp, "smtp", "timeout", default=60),
+            sent_folder_mailbox=reader.string(smtp, "smtp", "sent_folder_mailbox", required=False),
+            sent_folder=reader.string(smtp, "smtp", "sent_folder", required=False),
         )
 
     tickets = reader.table(data, "tickets")

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from supportdesk.models import (
@@ -192,6 +193,8 @@ def create_ticket(
     cc: Sequence[str] = (),
     raw_message_id: int | None = None,
     parent_id: int | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
 ) -> Ticket:
     """A new ticket with its first message (from the customer, or logged by an agent)."""
     _check_choice("channel", channel, CHANNELS)
@@ -217,8 +220,8 @@ def create_ticket(
     add_message(
         session, ticket, actor, kind=CHANNEL_MESSAGE_KIND[channel], body=body, subject=ticket.subject,
         from_addr=customer.email, from_name=customer.name, to=to, cc=cc, created_at=now, message_id=message_id,
-        raw_message_id=raw_message_id, author_agent_id=actor.agent_id if channel != "email" else None,
-        record_event=False,
+        in_reply_to=in_reply_to, references=references, raw_message_id=raw_message_id,
+        author_agent_id=actor.agent_id if channel != "email" else None, record_event=False,
     )
     return ticket
 
@@ -289,13 +292,15 @@ def record(session: Session, ticket_id: int, actor: Actor, field_name: str, old,
 def _bump(session: Session, ticket: Ticket, values: dict) -> None:
     """Write ticket fields only if nobody changed the ticket since we read it."""
     T = Ticket.__table__.c
-    result = session.execute(
+    changed = [T.version] + [getattr(T, name) for name in values]
+    row = session.execute(
         sa.update(Ticket.__table__).where(T.id == ticket.id, T.version == ticket.version)
-        .values(version=T.version + 1, **values)
-    )
-    if result.rowcount != 1:
+        .values(version=T.version + 1, **values).returning(*changed)
+    ).first()
+    if row is None:
         raise ConflictError(f"ticket #{ticket.id} was changed by someone else meanwhile; reload and try again")
-    session.refresh(ticket)
+    for column, value in zip(changed, row):
+        set_committed_value(ticket, column.name, value)
 
 
 def _check_choice(what: str, value: str, choices: Iterable[str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
@@ -106,53 +107,77 @@ def store_raw(
 
 # --- step 2: parse and thread -----------------------------------------------------------------
 
-def process_pending(database: Database, settings: Settings, *, limit: int | None = None) -> IntakeReport:
-    """Process every stored message, each in its own transaction, oldest first."""
+def process_pending(database: Database, settings: Settings, *, limit: int | None = None,
+                    batch_seconds: float = 0.25) -> IntakeReport:
+    """File every stored message, oldest first.
+
+    Messages are filed in short write transactions of several messages (at most
+    `batch_seconds` long, so agents are never kept waiting), each message inside
+    its own savepoint: a message that fails is quarantined without undoing the
+    others, and a kill loses only the uncommitted batch, which stays `stored`.
+    """
     report = IntakeReport()
     R = RawMessage.__table__.c
     last = 0
     done = 0
     while limit is None or done < limit:
         with database.read() as session:
-            ids = list(session.execute(sa.select(R.id).where(R.state == STORED, R.id > last).order_by(R.id).limit(200)).scalars())
+            ids = list(session.execute(
+                sa.select(R.id).where(R.state == STORED, R.id > last).order_by(R.id).limit(200)).scalars())
         if not ids:
             break
-        for raw_id in ids:
-            last = raw_id
-            report.merge(process_one(database, settings, raw_id))
-            done += 1
-            if limit is not None and done >= limit:
-                break
+        if limit is not None:
+            ids = ids[:limit - done]
+        position = 0
+        while position < len(ids):
+            with database.write() as session:
+                ours = our_addresses(session, settings)
+                started = time.monotonic()
+                while position < len(ids) and (time.monotonic() - started < batch_seconds or position == 0):
+                    report.merge(_process_in(session, settings, ids[position], ours))
+                    position += 1
+                    if time.monotonic() - started >= batch_seconds:
+                        break
+        last = ids[-1]
+        done += len(ids)
     return report
 
 
 def process_one(database: Database, settings: Settings, raw_id: int) -> IntakeReport:
+    with database.write() as session:
+        return _process_in(session, settings, raw_id, our_addresses(session, settings))
+
+
+def _process_in(session: Session, settings: Settings, raw_id: int, ours: set[str]) -> IntakeReport:
+    """File one stored message inside the caller's transaction, in a savepoint of its own."""
     report = IntakeReport()
+    raw = session.get(RawMessage, raw_id, populate_existing=True)
+    if raw is None or raw.state != STORED:
+        return report
     try:
-        with database.write() as session:
-            raw = session.get(RawMessage, raw_id, populate_existing=True)
-            if raw is None or raw.state != STORED:
-                return report
-            outcome = _file_message(session, settings, raw)
-            if outcome.quarantine:
-                raw.state, raw.error = QUARANTINED, outcome.quarantine
-                report.quarantined.append(raw_id)
-            elif outcome.duplicate_of:
-                raw.state, raw.error = DUPLICATE, f"same as message #{outcome.duplicate_of}"
-                report.duplicates += 1
-            else:
-                raw.state, raw.error = PROCESSED, None
-                if outcome.created:
-                    report.created.append(outcome.ticket_id)
-                elif outcome.ticket_id:
-                    report.appended.append(outcome.ticket_id)
-                report.bounces += outcome.bounce
+        with session.begin_nested():
+            outcome = _file_message(session, settings, raw, ours)
     except Exception as exc:  # a bug must not stop the messages after this one
-        log.exception("raw message %s could not be processed", raw_id)
-        with database.write() as session:
-            raw = session.get(RawMessage, raw_id, populate_existing=True)
-            raw.state, raw.error = QUARANTINED, f"internal error while filing: {type(exc).__name__}: {exc}"[:2000]
+        log.exception("raw message %s could not be filed", raw_id)
+        raw = session.get(RawMessage, raw_id, populate_existing=True)
+        raw.state, raw.error = QUARANTINED, f"internal error while filing: {type(exc).__name__}: {exc}"[:2000]
+        session.flush()
         report.quarantined.append(raw_id)
+        return report
+    if outcome.quarantine:
+        raw.state, raw.error = QUARANTINED, outcome.quarantine
+        report.quarantined.append(raw_id)
+    elif outcome.duplicate_of:
+        raw.state, raw.error = DUPLICATE, f"same as message #{outcome.duplicate_of}"
+        report.duplicates += 1
+    else:
+        raw.state, raw.error = PROCESSED, None
+        if outcome.created:
+            report.created.append(outcome.ticket_id)
+        elif outcome.ticket_id:
+            report.appended.append(outcome.ticket_id)
+        report.bounces += outcome.bounce
+    session.flush()
     return report
 
 
@@ -172,7 +197,7 @@ def our_addresses(session: Session, settings: Settings) -> set[str]:
     return addresses
 
 
-def _file_message(session: Session, settings: Settings, raw: RawMessage) -> _Outcome:
+def _file_message(session: Session, settings: Settings, raw: RawMessage, ours: set[str]) -> _Outcome:
     parsed = parse_message(raw.raw)
     if parsed.error:
         return _Outcome(quarantine=parsed.error)
@@ -188,7 +213,6 @@ def _file_message(session: Session, settings: Settings, raw: RawMessage) -> _Out
     if not parsed.from_addr:
         return _Outcome(quarantine="no usable sender address in From")
     box = _mailbox(settings, raw.mailbox)
-    ours = our_addresses(session, settings)
     if parsed.from_addr in ours:
         return _Outcome(quarantine=f"sent from our own address {parsed.from_addr} (mail loop?)")
     decision = decide(_facts(session, settings, parsed))
@@ -221,11 +245,11 @@ def _file_message(session: Session, settings: Settings, raw: RawMessage) -> _Out
         created_at=when, message_id=parsed.message_id, to=to, cc=cc if parsed.from_trusted else [],
         raw_message_id=raw.id, parent_id=decision.ticket_id if decision.action == "new_linked" else None,
         tags=[] if parsed.from_trusted else ["suspicious-sender"],
+        in_reply_to=(parsed.in_reply_to or [None])[0], references=parsed.references,
     )
-    first = session.execute(sa.select(M.id).where(M.ticket_id == ticket.id).order_by(M.id).limit(1)).scalar()
-    session.execute(sa.update(Message.__table__).where(M.id == first).values(
-        in_reply_to=(parsed.in_reply_to or [None])[0], references=" ".join(parsed.references)))
-    _save_attachments(session, first, parsed)
+    if parsed.attachments:
+        first = session.execute(sa.select(M.id).where(M.ticket_id == ticket.id).order_by(M.id).limit(1)).scalar()
+        _save_attachments(session, first, parsed)
     if decision.action == "new_linked":
         add_message(session, ticket, SYSTEM, kind="system", body=f"Follow-up to ticket #{decision.ticket_id}: "
                     f"{decision.reason}.", record_event=False)

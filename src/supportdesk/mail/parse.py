@@ -276,13 +276,23 @@ def _looks_binary(text: str) -> bool:
 
 
 def _content_type(part: Message) -> str:
-    """maintype/subtype, lower-case; junk after it (``text/plain>``, a missing ";") is cut off."""
+    """maintype/subtype, lower-case; junk after it (``text/plain>``, a missing ";") is cut off.
+
+    Memoised on the part: the email package re-parses the header on every call.
+    """
+    cached = getattr(part, "_supportdesk_ctype", None)
+    if cached is not None:
+        return cached
     try:
-        value = part.get_content_type()
+        match = _MIME_TYPE.match(part.get_content_type())
     except Exception:
-        return "application/octet-stream"
-    match = _MIME_TYPE.match(value)
-    return match.group(0).lower() if match else "application/octet-stream"
+        match = None
+    value = match.group(0).lower() if match else "application/octet-stream"
+    try:
+        part._supportdesk_ctype = value  # type: ignore[attr-defined]
+    except Exception:
+        pass
+    return value
 
 
 def _disposition(part: Message) -> str | None:
@@ -399,13 +409,6 @@ class _Parser:
             return ParsedMessage(error="no header section: not an email message", defects=self.defects)
 
         self._walk(msg, depth=0, top=True)
-        for name in ("from", "to", "cc", "subject", "date", "message-id"):
-            try:
-                header = msg.get(name)
-            except Exception:
-                continue
-            for item in getattr(header, "defects", ()) or ():
-                self.defect(f"{name}: {_describe(item)}")
         from_addr, from_name, from_trusted = self._sender(msg)
         body_text, body_html = self._bodies()
         report_type = _report_type(msg)
@@ -535,17 +538,23 @@ class _Parser:
     def _address_list(
         self, msg: Message, name: str, keep_empty: bool = False
     ) -> tuple[list[tuple[str, str]], bool]:
-        """(display name, lower-cased address) pairs, and whether the header read cleanly."""
+        """(display name, lower-cased address) pairs, and whether the header read cleanly.
+
+        Recipients without an "@" are parser debris and dropped; a From is kept as it
+        is ("MAILER-DAEMON") and judged by ``_sender``.
+        """
         values = self._raw_header(msg, name)
         if not values:
             return [], True
         clean = len(values) == 1
         try:
             header = msg.get(name)
-            if any(not isinstance(d, _BENIGN_DEFECTS) for d in getattr(header, "defects", ())):
-                clean = False
+            for item in getattr(header, "defects", ()):
+                self.defect(f"{name}: {_describe(item)}")
+                clean = clean and isinstance(item, _BENIGN_DEFECTS)
             pairs = [(a.display_name or "", a.addr_spec or "") for a in header.addresses]
-        except Exception:
+        except Exception as exc:
+            self.defect(f"{name} header unreadable ({type(exc).__name__})")
             clean = False
             try:
                 pairs = email.utils.getaddresses([_decode_words(v) for v in values])
@@ -556,7 +565,7 @@ class _Parser:
             addr = _line(addr).lower()
             if addr == "<>":
                 addr = ""
-            if addr or keep_empty:
+            if (addr or keep_empty) and ("@" in addr or name == "from"):
                 result.append((_line(display), addr))
         return result, clean
 

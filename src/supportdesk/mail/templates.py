@@ -7,6 +7,7 @@ see plain dicts (ticket, customer, agent), never database objects.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class TemplateProblem(ValueError):
     """A template that does not render; names the template and the problem."""
 
 
+@lru_cache(maxsize=8)
 def _environment(config_dir: Path | None) -> SandboxedEnvironment:
     loaders = []
     if config_dir is not None and (config_dir / "templates").is_dir():

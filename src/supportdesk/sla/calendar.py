@@ -196,12 +196,12 @@ def _normalize_hours(hours: Mapping[Any, Any]) -> dict[int, tuple[tuple[time, ti
         if checked:
             result[day] = tuple(sorted(checked, key=lambda iv: _seconds(iv[0])))
     placed.sort()
-    for (s1, e1, k1), (s2, _e2, k2) in zip(placed, placed[1:]):
+    for (_s1, e1, k1), (s2, _e2, k2) in zip(placed, placed[1:]):
         if s2 < e1:
             raise CalendarError(k2, f"overlaps {k1}; intervals must not overlap (touching is fine)")
     if len(placed) > 1:
         s0, _e0, k0 = placed[0]
-        sl, el, kl = placed[-1]
+        _sl, el, kl = placed[-1]
         if el - _WEEK_SECONDS > s0:
             raise CalendarError(kl, f"overlaps {k0} across the week boundary; intervals must not overlap")
     return result
