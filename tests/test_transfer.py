@@ -29,6 +29,7 @@ def _export(database) -> list[dict]:
 
 def _comparable(ticket: dict) -> dict:
     ticket = {k: v for k, v in ticket.items() if k not in VOLATILE}
+    ticket["events"] = [e for e in ticket["events"] if e["field"] != "imported"]
     ticket["messages"] = [{k: v for k, v in m.items() if k != "id"}
                           | {"attachments": [{k: v for k, v in a.items() if k != "id"} for a in m["attachments"]]}
                           for m in ticket["messages"]]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import random
+import unicodedata
 from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session, select
 
 from supportdesk.config import MailboxConfig, Settings, TicketsConfig
 from supportdesk.mail.compose import OutgoingMail, build_message, make_message_id, reply_subject
-from supportdesk.models import Agent, Outbox
-from supportdesk.tickets import (
-    Actor, add_agent, add_message, add_participant, create_ticket, ensure_queue, record,
-)
+from supportdesk.models import Agent
+from supportdesk.tickets import Actor, add_agent, ensure_queue
+from supportdesk.transfer import check_record, import_tickets
 
 DEMO_MARKER = 0x5D3D  # PRAGMA user_version of demo databases, so `demo` never overwrites a real one
 QUEUES = {"General": "support@demo.test", "Billing": "billing@demo.test", "Technical": "tech@demo.test",
@@ -59,88 +60,107 @@ def demo_settings(url: str) -> Settings:
 
 
 def seed(session: Session, *, me: str, tickets: int = 300, anchor: datetime | None = None, seed_value: int = 7) -> int:
-    """Fill an empty, migrated database; returns the number of tickets created."""
+    """Fill an empty, migrated database; returns the number of tickets created.
+
+    The tickets are built as export records and loaded through the import path:
+    the demo opens in about a second, and import is exercised on every demo.
+    """
     rng = random.Random(seed_value)
     now = (anchor or datetime.now(timezone.utc)).replace(microsecond=0)
     for name, address in QUEUES.items():
         ensure_queue(session, name, address)
-    agents = {}
     for login, full in AGENTS:
-        agent = add_agent(session, login, name=full, email=f"{login}@demo.test")
-        agents[login] = Actor(agent.login, agent.id)
-    if me not in agents:
-        existing = session.exec(select(Agent).where(Agent.login == me)).first()
-        agent = existing or add_agent(session, me, name=me, role="admin")
-        agents[me] = Actor(agent.login, agent.id)
-    people = [(f"{f} {l}", f"{f.lower().replace('é', 'e')}.{l.lower().replace('ü', 'ue').replace('í', 'i')}")
-              for f in FIRST for l in LAST]
+        add_agent(session, login, name=full, email=f"{login}@demo.test")
+    if session.exec(select(Agent).where(Agent.login == me)).first() is None:
+        add_agent(session, me, name=me, role="admin")
+    logins = [login for login, _ in AGENTS] + [me]
+    people = [(f"{f} {l}", _ascii(f"{f}.{l}".lower().replace("ü", "ue"))) for f in FIRST for l in LAST]
     rng.shuffle(people)
-    customers = []
-    for i, (full, local) in enumerate(people[:120]):
-        domain = COMPANIES[i % len(COMPANIES)] if i % 4 else "gmail.com"
-        customers.append((full, f"{local}@{domain}"))
-    created = 0
-    for i in range(tickets):
-        opened = now - timedelta(minutes=rng.randint(5, 60 * 24 * 45))
-        if i % 23 == 0:
-            subject, body = rng.choice(SPAM)
-            name, email = "Promo Team", f"offers{i}@spam-{i % 5}.test"
-            queue, channel, tags = "General", "email", ["spam"]
+    customers = [(full, f"{local}@{COMPANIES[i % len(COMPANIES)] if i % 4 else 'gmail.com'}")
+                 for i, (full, local) in enumerate(people[:120])]
+    records = [check_record(_demo_ticket(rng, i, now, customers, logins)) for i in range(tickets)]
+    import_tickets(session, records, Actor(me))
+    return len(records)
+
+
+def _demo_ticket(rng: random.Random, i: int, now: datetime, customers, logins) -> dict:
+    opened = now - timedelta(minutes=rng.randint(5, 60 * 24 * 45))
+    if i % 23 == 0:
+        subject, body = rng.choice(SPAM)
+        name, email = "Promo Team", f"offers{i}@spam-{i % 5}.test"
+        queue, channel, tags = "General", "email", ["spam"]
+    else:
+        queue, subject, body = rng.choice(TOPICS)
+        n = rng.randint(100, 9999)
+        subject, body = subject.format(n=n), body.format(n=n)
+        name, email = rng.choice(customers)
+        channel = rng.choices(["email", "phone", "chat", "social", "web"], [70, 12, 10, 4, 4])[0]
+        tags = rng.sample(["billing", "bug", "feature-request", "refund", "onboarding"], rng.randint(0, 2))
+        if email.endswith("@acme.test"):
+            tags.append("vip")
+    priority = rng.choices(["low", "normal", "high", "urgent"], [15, 55, 22, 8])[0]
+    agent = rng.choice(logins)
+    domain = email.rsplit("@", 1)[1]
+    creator = "system" if channel == "email" else "alice"
+    events = [_event(opened, creator, "created", None, f"{channel} ticket")]
+    events += [_event(opened, creator, "tag", None, tag) for tag in tags]
+    first_kind = {"email": "inbound", "web": "inbound", "phone": "call", "chat": "chat", "social": "social"}[channel]
+    messages = [{
+        "kind": first_kind, "from": email, "from_name": name, "author": None if channel == "email" else "alice",
+        "to": [QUEUES[queue]] if channel == "email" else [], "subject": subject, "body_text": body,
+        "message_id": make_message_id(domain) if channel == "email" else None, "created_at": opened.isoformat(),
+    }]
+    when = opened
+    for turn in range(rng.randint(0, 5)):
+        when += timedelta(minutes=rng.randint(10, 60 * 30))
+        if when >= now:
+            break
+        if turn % 2 == 0:
+            if rng.random() < 0.25:
+                messages.append({"kind": "note", "from": agent, "author": agent, "body_text": rng.choice(NOTES),
+                                 "subject": subject, "created_at": when.isoformat()})
+                events.append(_event(when, agent, "message", None, "note"))
+            reply = rng.choice(REPLIES)
+            mail = OutgoingMail(
+                from_addr=QUEUES[queue], from_name=f"{queue} support", to=[email],
+                subject=reply_subject(subject, "Demo", i + 1), body_text=reply, message_id=make_message_id("demo.test"),
+                in_reply_to=messages[0]["message_id"], date=when,
+            )
+            messages.append({
+                "kind": "outbound", "from": QUEUES[queue], "from_name": mail.from_name, "author": agent, "to": [email],
+                "subject": mail.subject, "body_text": reply, "message_id": mail.message_id,
+                "in_reply_to": mail.in_reply_to, "created_at": when.isoformat(),
+                "delivery": "sent" if when < now - timedelta(minutes=5) else "queued",
+                "raw_base64": base64.b64encode(build_message(mail)).decode("ascii"),
+            })
+            events.append(_event(when, agent, "message", None, "outbound"))
         else:
-            queue, subject, body = rng.choice(TOPICS)
-            n = rng.randint(100, 9999)
-            subject, body = subject.format(n=n), body.format(n=n)
-            name, email = rng.choice(customers)
-            channel = rng.choices(["email", "phone", "chat", "social", "web"], [70, 12, 10, 4, 4])[0]
-            tags = rng.sample(["billing", "bug", "feature-request", "refund", "onboarding"], rng.randint(0, 2))
-            if email.endswith("@acme.test"):
-                tags.append("vip")
-        priority = rng.choices(["low", "normal", "high", "urgent"], [15, 55, 22, 8])[0]
-        turns = rng.randint(0, 5)
-        status = _demo_status(rng, i, turns)
-        system = Actor.system()
-        ticket = create_ticket(
-            session, agents["alice"] if channel != "email" else system, requester_email=email, requester_name=name,
-            subject=subject, body=body, channel=channel, queue=queue, priority=priority, tags=tags, created_at=opened,
-            mailbox=queue.lower() if channel == "email" else None, status="new",
-            message_id=make_message_id(email.rsplit("@", 1)[1]) if channel == "email" else None,
-        )
-        when = opened
-        agent = agents[rng.choice(list(agents))]
-        for turn in range(turns):
-            when += timedelta(minutes=rng.randint(10, 60 * 30))
-            if when >= now:
-                break
-            if turn % 2 == 0:
-                if rng.random() < 0.25:
-                    add_message(session, ticket, agent, kind="note", body=rng.choice(NOTES), created_at=when,
-                                author_agent_id=agent.agent_id, from_addr=agent.login)
-                _demo_reply(session, ticket, agent, rng.choice(REPLIES), when, email, sent=when < now - timedelta(minutes=5))
-            else:
-                add_message(session, ticket, system, kind="inbound", body=rng.choice(FOLLOW_UPS), created_at=when,
-                            from_addr=email, from_name=name, message_id=make_message_id(email.rsplit("@", 1)[1]))
-        if rng.random() < 0.15:
-            add_participant(session, ticket.id, f"cc{i}@{email.rsplit('@', 1)[1]}")
-        if status != "new":
-            _settle(session, ticket, agent, status, assign=rng.random() > 0.2, at=min(when + timedelta(minutes=1), now))
-        created += 1
-    return created
+            messages.append({"kind": "inbound", "from": email, "from_name": name, "to": [QUEUES[queue]],
+                             "subject": f"Re: {subject}", "body_text": rng.choice(FOLLOW_UPS),
+                             "message_id": make_message_id(domain), "created_at": when.isoformat()})
+            events.append(_event(when, "system", "message", None, "inbound"))
+    status = _demo_status(rng, i, len(messages) - 1)
+    assignee = None if status == "new" or rng.random() < 0.2 else agent
+    settled = min(when + timedelta(minutes=1), now)
+    if assignee:
+        events.append(_event(settled, agent, "assignee", None, assignee))
+    if status != "new":
+        events.append(_event(settled, agent, "status", "new", status))
+    return {
+        "subject": subject, "status": status, "priority": priority, "queue": queue, "requester": email,
+        "requester_name": name, "assignee": assignee, "tags": tags, "channel": channel,
+        "mailbox": queue.lower() if channel == "email" else None, "created_at": opened.isoformat(),
+        "updated_at": settled.isoformat() if status != "new" else when.isoformat(), "messages": messages,
+        "events": events, "participants": [f"cc{i}@{domain}"] if rng.random() < 0.15 else [],
+    }
 
 
-def _settle(session, ticket, agent: Actor, status: str, *, assign: bool, at: datetime) -> None:
-    """The ticket's final state, stamped at the time of its last activity (not at seeding time)."""
-    if assign:
-        record(session, ticket.id, agent, "assignee", None, agent.login, at=at)
-        ticket.assignee_id = agent.agent_id
-    record(session, ticket.id, agent, "status", "new", status, at=at)
-    ticket.status = status
-    ticket.updated_at = max(ticket.updated_at, at)
-    ticket.version += 1
-    if status in ("solved", "closed"):
-        ticket.solved_at = at
-    if status == "closed":
-        ticket.closed_at = at
-    session.flush()
+def _ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+def _event(at: datetime, actor: str, field: str, old, new) -> dict:
+    return {"at": at.isoformat(), "actor": actor, "field": field, "old": old, "new": new}
 
 
 def _demo_status(rng: random.Random, i: int, turns: int) -> str:
@@ -149,23 +169,3 @@ def _demo_status(rng: random.Random, i: int, turns: int) -> str:
     if turns == 0:
         return rng.choice(["new", "new", "open"])
     return rng.choices(["open", "pending", "on_hold", "solved", "closed"], [35, 25, 8, 20, 12])[0]
-
-
-def _demo_reply(session, ticket, agent: Actor, body: str, when: datetime, to: str, *, sent: bool) -> None:
-    address = QUEUES.get(_queue_name(session, ticket), "support@demo.test")
-    mail = OutgoingMail(
-        from_addr=address, from_name="Demo Support", to=[to], subject=reply_subject(ticket.subject, "Demo", ticket.id),
-        body_text=body, message_id=make_message_id("demo.test"), date=when,
-    )
-    message = add_message(session, ticket, agent, kind="outbound", body=body, subject=mail.subject,
-                          from_addr=address, to=[to], created_at=when, message_id=mail.message_id,
-                          author_agent_id=agent.agent_id)
-    session.add(Outbox(ticket_id=ticket.id, message_id=message.id, status="sent" if sent else "queued",
-                       envelope_from=address, envelope_to=f'["{to}"]', raw=build_message(mail), attempts=1 if sent else 0,
-                       created_at=when, sent_at=when if sent else None, next_attempt_at=when))
-
-
-def _queue_name(session, ticket) -> str:
-    from supportdesk.models import Queue
-
-    return session.get(Queue, ticket.queue_id).name

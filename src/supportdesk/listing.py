@@ -187,8 +187,14 @@ def ticket_detail(session: Session, ticket_id: int, now: datetime, *, with_conte
 
 
 def events_for(session: Session, ticket_id: int) -> list[dict]:
+    return events_by_ticket(session, [ticket_id]).get(ticket_id, [])
+
+
+def events_by_ticket(session: Session, ticket_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """The audit trail per ticket, oldest first."""
     E = Event.__table__.c
-    return [
-        {"at": iso(r.at), "actor": r.actor, "field": r.field, "old": r.old, "new": r.new}
-        for r in session.execute(sa.select(Event.__table__).where(E.ticket_id == ticket_id).order_by(E.at, E.id))
-    ]
+    out: dict[int, list[dict]] = defaultdict(list)
+    for r in session.execute(sa.select(Event.__table__).where(E.ticket_id.in_(list(ticket_ids)))
+                             .order_by(E.ticket_id, E.at, E.id)):
+        out[r.ticket_id].append({"at": iso(r.at), "actor": r.actor, "field": r.field, "old": r.old, "new": r.new})
+    return out

@@ -28,6 +28,7 @@ _COMPARABLE = {"priority", "created", "updated", "id"}
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_]+):")
+_QUOTED_COMMA = "\ue000"  # a comma inside quotes, kept apart from the list separator while tokenizing
 
 
 class QueryError(ValueError):
@@ -97,22 +98,22 @@ def _tokenize(text: str) -> list[Term]:
             phrase = text[i + 1:end]
             i = end + 1
             if i < n and not text[i].isspace():
-                raise QueryError(f"expected a space after the quoted phrase at position {i + 1}", text[start:i + 1], start)
+                stop = next((k for k in range(i, n) if text[k].isspace()), n)
+                bad = text[start:stop]
+                raise QueryError(f"expected a space after the quoted phrase in {bad!r} at position {i + 1}", bad, start)
             raw = text[start:i]
             if not phrase.strip():
                 raise QueryError(f"empty phrase {raw!r}", raw, start)
             terms.append(Term(None, (phrase,), negated=negated, phrase=True, text=raw, position=start))
             continue
         value_chars: list[str] = []
-        quoted = False
         while i < n and not text[i].isspace():
             if text[i] == '"':
-                quoted = True
                 end = text.find('"', i + 1)
                 if end < 0:
                     raw = text[start:]
                     raise QueryError(f"unclosed quote in {raw!r} at position {i + 1}", raw, start)
-                value_chars.append(text[i + 1:end])
+                value_chars.append(text[i + 1:end].replace(",", _QUOTED_COMMA))
                 i = end + 1
             else:
                 value_chars.append(text[i])
@@ -123,13 +124,13 @@ def _tokenize(text: str) -> list[Term]:
         if match:
             name = match.group(1).lower()
             value = word[len(match.group(0)):]
-            terms.append(_field_term(name, value, negated, raw, start, quoted))
+            terms.append(_field_term(name, value, negated, raw, start))
         else:
-            terms.append(Term(None, (word,), negated=negated, text=raw, position=start))
+            terms.append(Term(None, (word.replace(_QUOTED_COMMA, ","),), negated=negated, text=raw, position=start))
     return terms
 
 
-def _field_term(name: str, value: str, negated: bool, raw: str, position: int, quoted: bool = False) -> Term:
+def _field_term(name: str, value: str, negated: bool, raw: str, position: int) -> Term:
     if name not in FIELDS:
         raise QueryError(
             f"unknown field {name!r} in {raw!r} (fields: {', '.join(FIELDS)}; quote text that contains ':')",
@@ -137,7 +138,7 @@ def _field_term(name: str, value: str, negated: bool, raw: str, position: int, q
         )
     op = "="
     if name == "sla":
-        return Term(name, (value,), "=", negated, text=raw, position=position)
+        return Term(name, (value.replace(_QUOTED_COMMA, ","),), "=", negated, text=raw, position=position)
     for candidate in _OPERATORS:
         if value.startswith(candidate):
             op, value = candidate, value[len(candidate):]
@@ -146,7 +147,7 @@ def _field_term(name: str, value: str, negated: bool, raw: str, position: int, q
         raise QueryError(f"{name}: does not compare with {op!r} in {raw!r}", raw, position)
     if not value:
         raise QueryError(f"{raw!r} needs a value after '{name}:'", raw, position)
-    values = (value,) if quoted else tuple(v.strip() for v in value.split(","))
+    values = tuple(v.strip().replace(_QUOTED_COMMA, ",") for v in value.split(","))
     if any(not v for v in values):
         raise QueryError(f"empty value in the list {raw!r}", raw, position)
     if op != "=" and len(values) > 1:

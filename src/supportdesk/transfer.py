@@ -19,10 +19,10 @@ from typing import IO, Callable, Iterable, Sequence
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from supportdesk.listing import iso, messages_for, ticket_summaries
+from supportdesk.listing import events_by_ticket, messages_for, ticket_summaries
 from supportdesk.models import (
-    CHANNELS, DELIVERY_STATES, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, Agent, Attachment,
-    AttachmentBlob, Customer, Event, Message, Organization, Outbox, Queue, Tag, Ticket, TicketTag, utcnow,
+    CHANNELS, DELIVERY_STATES, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment,
+    AttachmentBlob, Customer, Event, Message, Organization, Outbox, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
 )
 from supportdesk.tickets import FREEMAIL_DOMAINS, Actor, InvalidError, normalize_tag
 
@@ -38,9 +38,17 @@ def export_tickets(
         chunk = list(ids[start:start + 500])
         summaries = ticket_summaries(session, chunk, now)
         messages = messages_for(session, chunk, with_content=True)
+        events = events_by_ticket(session, chunk)
+        P = Participant.__table__.c
+        participants: dict[int, list[str]] = {}
+        for ticket_id, email in session.execute(sa.select(P.ticket_id, P.email).where(P.ticket_id.in_(chunk))
+                                                .order_by(P.ticket_id, P.email)):
+            participants.setdefault(ticket_id, []).append(email)
         raws = dict(session.execute(sa.select(O.message_id, O.raw).where(O.ticket_id.in_(chunk))).all())
         for ticket in summaries:
             ticket["messages"] = messages.get(ticket["id"], [])
+            ticket["events"] = events.get(ticket["id"], [])
+            ticket["participants"] = participants.get(ticket["id"], [])
             for m in ticket["messages"]:
                 if m["kind"] == "outbound" and raws.get(m["id"]):
                     m["raw_base64"] = base64.b64encode(raws[m["id"]]).decode("ascii")
@@ -127,11 +135,13 @@ def check_record(record) -> dict:
         "requester": requester.strip().lower(),
         "requester_name": record.get("requester_name") or "",
         "assignee": record.get("assignee"),
+        "participants": [str(p).lower() for p in record.get("participants") or [] if isinstance(p, str)],
         "mailbox": record.get("mailbox"),
         "created_at": created,
         "updated_at": _when(record["updated_at"], "updated_at") if record.get("updated_at") else created,
         "tags": [],
         "messages": [],
+        "events": [],
     }
     tags = record.get("tags", [])
     if not isinstance(tags, list):
@@ -140,6 +150,17 @@ def check_record(record) -> dict:
         out["tags"] = [normalize_tag(t) for t in tags if isinstance(t, str)]
     except InvalidError as exc:
         raise ImportLineError(str(exc)) from None
+    events = record.get("events", [])
+    if not isinstance(events, list):
+        raise ImportLineError("events must be a list")
+    for i, e in enumerate(events):
+        if not isinstance(e, dict) or not isinstance(e.get("field"), str) or not e.get("field"):
+            raise ImportLineError(f"events[{i}] must be an object with a field")
+        out["events"].append({
+            "at": _when(e.get("at"), f"events[{i}].at"), "actor": str(e.get("actor") or SYSTEM_ACTOR),
+            "field": e["field"], "old": None if e.get("old") is None else str(e["old"]),
+            "new": None if e.get("new") is None else str(e["new"]),
+        })
     messages = record.get("messages", [])
     if not isinstance(messages, list):
         raise ImportLineError("messages must be a list")
@@ -203,6 +224,7 @@ def import_tickets(
         batch = records[start:start + BATCH]
         cache.customers([(r["requester"], r["requester_name"]) for r in batch])
         tickets, messages, tag_links, events, outbox, attachments, blobs = [], [], [], [], [], [], {}
+        participants = []
         for r in batch:
             ticket_id = next_ticket
             next_ticket += 1
@@ -219,10 +241,15 @@ def import_tickets(
                 "closed_at": r["updated_at"] if r["status"] == "closed" else None,
                 "external_id": r["external_id"],
             })
+            for email in dict.fromkeys(r["participants"]):
+                participants.append({"ticket_id": ticket_id, "email": email, "role": "cc"})
             for tag in dict.fromkeys(r["tags"]):
                 tag_links.append({"ticket_id": ticket_id, "tag_id": cache.tag(tag)})
-            events.append({"ticket_id": ticket_id, "actor": actor.login, "at": now, "field": "imported",
-                           "old": None, "new": r["external_id"]})
+            for e in r["events"]:
+                events.append(dict(e, ticket_id=ticket_id))
+            if r["external_id"] is not None:
+                events.append({"ticket_id": ticket_id, "actor": actor.login, "at": now, "field": "imported",
+                               "old": None, "new": r["external_id"]})
             for m in r["messages"]:
                 message_id = next_message
                 next_message += 1
@@ -252,6 +279,7 @@ def import_tickets(
         _insert(session, TicketTag.__table__, tag_links)
         _insert(session, Event.__table__, events)
         _insert(session, Outbox.__table__, outbox)
+        _insert(session, Participant.__table__, participants)
         if blobs:
             store_blobs(session, list(blobs.values()))
         _insert(session, Attachment.__table__, attachments)

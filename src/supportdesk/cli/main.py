@@ -76,6 +76,8 @@ def _register() -> None:
     app.add_typer(db.app, name="db")
     setup.register(app)
     mail.register(app)
+    from supportdesk.cli import outbox as outbox_cli
+    outbox_cli.register(app)
 
 
 _register()

@@ -107,10 +107,12 @@ def demo(
         for suffix in ("", "-wal", "-shm"):
             Path(f"{target}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{target.resolve() if target.parent.exists() else target}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(target) as conn:
+        conn.execute(f"PRAGMA user_version = {DEMO_MARKER}")
     database = Database(url)
     database.upgrade()
     with database.write() as session:
-        session.execute(sa.text(f"PRAGMA user_version = {DEMO_MARKER}"))
         count = seed(session, me=app_ctx.login, tickets=tickets)
     typer.echo(f"Seeded {count} demo tickets in {target}", err=True)
     database.close()

@@ -92,10 +92,14 @@ def _print_detail(detail: dict, *, show_events: bool) -> None:
         console.print(Text(f"  {name:<13}{clean_line(str(value))}"))
     for m in detail["messages"]:
         console.print()
-        label = {"inbound": "from", "outbound": "reply to", "note": "note by"}.get(m["kind"], m["kind"])
-        who = m["author"] or m["from"] or "-"
+        label = {"inbound": "from", "outbound": "reply to", "note": "note by", "call": "call with",
+                 "chat": "chat with", "social": "social message from"}.get(m["kind"], m["kind"])
         if m["kind"] == "outbound":
-            who = ", ".join(m["to"]) or who
+            who = ", ".join(m["to"]) or "-"
+        elif m["kind"] in ("note", "system"):
+            who = m["author"] or m["from"] or "-"
+        else:
+            who = m["from"] + (f" (logged by {m['author']})" if m["author"] else "")
         line = Text(f"── {m['created_at']}  {label} {clean_line(who)}", style="bold")
         if m["kind"] == "outbound":
             line.append(f"  [{m.get('delivery') or 'unsent'}{', auto' if m.get('auto') else ''}]", style="dim")
