@@ -573,3 +573,17 @@ def test_send_and_outbox_commands(database, smtp, cli, cli_env):
     with database.read() as session:
         events = session.execute(sa.select(Event.actor, Event.new).where(Event.field == "delivery")).all()
     assert ("alice", f"message #{rows(database)[third].message_id} queued") in [tuple(e) for e in events]
+
+
+def test_reply_to_a_bounced_address_warns_the_agent(cli, database, tmp_path):
+    """SPEC §9 / issue: a reply to a customer whose address bounced recently warns first."""
+    created = cli("tickets", "create", "--from", "gone@acme.test", "--subject", "Hello")
+    ticket_id = int(created.output)
+    body = tmp_path / "r.txt"
+    body.write_text("First answer", encoding="utf-8")
+    assert cli("tickets", "reply", str(ticket_id), "--body-file", str(body)).exit_code == 0
+    with database.write() as session:
+        session.execute(sa.update(Outbox.__table__).values(status="bounced"))
+    again = cli("tickets", "reply", str(ticket_id), "--body-file", str(body))
+    assert again.exit_code == 0
+    assert "gone@acme.test bounced in the last 30 days" in again.output

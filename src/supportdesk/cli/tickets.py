@@ -154,6 +154,7 @@ def reply(
     status: Optional[str] = typer.Option(None, "--status", help="Status after replying (new tickets become open)."),
 ):
     """Answer the customer by email (queued in the outbox; `supportdesk send` delivers)."""
+    from supportdesk.mail.delivery import bounced_recently
     from supportdesk.mail.outbox import queue_reply
 
     app_ctx = app_context(ctx)
@@ -164,6 +165,10 @@ def reply(
     with app_ctx.database().write() as session:
         actor = resolve_actor(session, app_ctx.login)
         ticket = get_ticket(session, ticket_id)
+        bounced = bounced_recently(session, ticket_id)
+        if bounced:
+            typer.echo(f"supportdesk: warning: mail to {bounced} bounced in the last 30 days; "
+                       "this reply may not arrive either", err=True)
         message = queue_reply(session, app_ctx.settings, ticket, actor, body)
         new_status = status or ("open" if ticket.status == "new" else None)
         if new_status:
