@@ -7,7 +7,7 @@ import sqlite3
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -19,6 +19,14 @@ from sqlmodel import Session
 SCHEMA_REVISION = "0001"
 BUSY_TIMEOUT_MS = 5000
 CACHE_KIB = 32768
+
+
+TOUCHED = "touched_tickets"
+
+
+def touch(session: Session, ticket_ids) -> None:
+    """Note tickets changed in this transaction, for the before-commit hooks (SLA recomputation)."""
+    session.info.setdefault(TOUCHED, set()).update(ticket_ids)
 
 
 class DatabaseError(Exception):
@@ -86,6 +94,7 @@ class Database:
         self.sqlite = is_sqlite(url)
         self.engine = create_db_engine(url)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.sqlite else self.engine
+        self.before_commit: list[Callable[[Session, set[int]], None]] = []
 
     def close(self) -> None:
         self.engine.dispose()
@@ -98,10 +107,16 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)
-        so read-modify-write never dead-ends in SQLITE_BUSY halfway."""
+        so read-modify-write never dead-ends in SQLITE_BUSY halfway.  Before it commits,
+        the `before_commit` hooks see every ticket the services touched."""
         with translate_errors(self.url), Session(self._writer, expire_on_commit=False) as session:
             with session.begin():
                 yield session
+                touched = session.info.pop(TOUCHED, set())
+                if touched:
+                    session.flush()
+                    for hook in self.before_commit:
+                        hook(session, touched)
 
     def current_revision(self) -> str | None:
         with translate_errors(self.url), self.engine.connect() as conn:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
+from supportdesk.db import touch
 from supportdesk.models import (
     CHANNELS, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Customer, Event, Message,
     Organization, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
@@ -210,6 +211,7 @@ def create_ticket(
     )
     session.add(ticket)
     session.flush()
+    touch(session, [ticket.id])
     record(session, ticket.id, actor, "created", None, f"{channel} ticket", at=now)
     if parent_id:
         record(session, ticket.id, actor, "parent", None, str(parent_id), at=now)
@@ -301,6 +303,7 @@ def _bump(session: Session, ticket: Ticket, values: dict) -> None:
         raise ConflictError(f"ticket #{ticket.id} was changed by someone else meanwhile; reload and try again")
     for column, value in zip(changed, row):
         set_committed_value(ticket, column.name, value)
+    touch(session, [ticket.id])
 
 
 def _check_choice(what: str, value: str, choices: Iterable[str]) -> None:
@@ -398,6 +401,7 @@ def bulk_update(
     changed = session.execute(sa.select(sa.func.count()).where(changed_condition)).scalar_one()
     if not changed:
         return 0
+    touch(session, ticket_ids)
 
     E = Event.__table__
     for name, column, old_expr, new_value in event_fields:

@@ -19,6 +19,7 @@ from typing import IO, Callable, Iterable, Sequence
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from supportdesk.db import touch
 from supportdesk.listing import events_by_ticket, messages_for, ticket_summaries
 from supportdesk.models import (
     CHANNELS, DELIVERY_STATES, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment,
@@ -283,6 +284,7 @@ def import_tickets(
         if blobs:
             store_blobs(session, list(blobs.values()))
         _insert(session, Attachment.__table__, attachments)
+        touch(session, [t["id"] for t in tickets])
         result.tickets += len(tickets)
         result.messages += len(messages)
         advance(len(batch))
