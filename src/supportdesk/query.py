@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from supportdesk.models import (
     CHANNELS, PRIORITIES, PRIORITY_RANK, STATUSES, Agent, Customer, Organization, Queue, Tag, Ticket, TicketTag,
@@ -420,14 +421,40 @@ def _fulltext(value: str, term: Term, ctx: QueryContext):
             T.id.in_(sa.select(M.ticket_id).where(M.body_text.ilike(pattern, escape="\\"))),
         )
     match = fts_expression(value, term.phrase)
-    tickets = sa.text("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH :m").bindparams(m=match)
+    tickets = sa.text("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH :m").bindparams(
+        sa.bindparam("m", match, unique=True))
     messages = sa.text(
         "SELECT ticket_id FROM messages WHERE id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH :m)"
-    ).bindparams(m=match)
+    ).bindparams(sa.bindparam("m", match, unique=True))
     return sa.or_(T.id.in_(tickets), T.id.in_(messages))
 
 
 # --- sorting ------------------------------------------------------------------------------
+
+class least_due(sa.sql.functions.GenericFunction):
+    """The earliest of some nullable instants, ignoring NULLs (NULL when all are)."""
+
+    inherit_cache = True
+    name = "least_due"
+
+
+@compiles(least_due)
+def _least_due_default(element, compiler, **kw):
+    return f"LEAST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least_due, "sqlite")
+def _least_due_sqlite(element, compiler, **kw):
+    # SQLite's scalar min() is NULL if any argument is: rotate coalesce() so each slot holds a value.
+    args = [compiler.process(c, **kw) for c in element.clauses]
+    rotations = [", ".join(args[i:] + args[:i]) for i in range(len(args))]
+    return "min(" + ", ".join(f"coalesce({r})" for r in rotations) + ")"
+
+
+def nearest_due():
+    T = Ticket.__table__.c
+    return least_due(T.first_response_due, T.next_response_due, T.resolution_due, type_=T.resolution_due.type)
+
 
 SORT_FIELDS = {
     "id": "id", "created": "created_at", "updated": "updated_at", "priority": "priority_rank",
@@ -451,7 +478,7 @@ def sort_order(spec: str | None) -> list:
         raise QueryError(f"cannot sort by {name!r} (one of: {', '.join(SORT_FIELDS)})", spec)
     column = getattr(T, SORT_FIELDS[name])
     if name == "sla":
-        first = sa.func.coalesce(T.first_response_due, T.next_response_due, T.resolution_due)
-        key = first.desc() if descending else first.asc()
-        return [first.is_(None), key, T.id.asc()]
+        nearest = nearest_due()
+        key = nearest.desc() if descending else nearest.asc()
+        return [nearest.is_(None), key, T.id.asc()]
     return [column.desc() if descending else column.asc(), T.id.desc() if descending else T.id.asc()]
