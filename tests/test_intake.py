@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path

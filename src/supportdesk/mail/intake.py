@@ -16,14 +16,13 @@ Two steps, two kinds of transaction:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Callable, Sequence
+from typing import Sequence
 
 import sqlalchemy as sa
 from sqlmodel import Session
