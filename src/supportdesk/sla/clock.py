@@ -1,0 +1,230 @@
+"""SLA targets and due times from a ticket's history (SPEC §10).  Pure.
+
+Input is what happened to one ticket — when it was created, its status
+changes and its public messages, each with its instant — plus a policy and
+its business calendar.  Output is, per target, the due time, whether it is
+running, paused, met or breached, when it was met or breached, and how much
+business time it used.
+
+Clock semantics (the way RT and Zammad pause, see NOTES.md):
+
+* the clock runs while the status is not in the policy's ``pause_on`` set and
+  not ``solved``/``closed``; time spent paused is *added back* (the due time
+  moves out by the paused business time), never reset;
+* ``solved``/``closed`` stop every clock; a reopen resumes it where it stood;
+* **first response** starts at creation and is met by the first public agent
+  reply (an outbound message that is not automatic; notes never count);
+* **next response** starts at each customer message that follows an agent
+  reply and is met by the next agent reply;
+* **resolution** starts at creation and is met when the ticket is solved
+  (it runs again after a reopen, with the business time already used).
+
+A *pending* due time (``Targets.columns``) is what the ticket table stores:
+``None`` when the target is met, paused, stopped, or not part of the policy,
+so ``sla:due<1h`` and ``sla:breached`` are plain SQL over those columns.
+Due times do not depend on "now"; only the states and used minutes do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from supportdesk.sla.calendar import BusinessCalendar, add_business_minutes, business_minutes_between
+
+TARGETS = ("first_response", "next_response", "resolution")
+STOPPED_STATUSES = frozenset({"solved", "closed"})
+DEFAULT_PAUSE_ON = frozenset({"pending", "on_hold"})
+CUSTOMER_KINDS = frozenset({"inbound", "call", "chat", "social"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An SLA policy: targets in business minutes (None = no such target)."""
+
+    name: str
+    calendar: BusinessCalendar
+    first_response: float | None = None
+    next_response: float | None = None
+    resolution: float | None = None
+    pause_on: frozenset[str] = DEFAULT_PAUSE_ON
+
+    def target(self, name: str) -> float | None:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the clock needs to know about one ticket.
+
+    ``statuses``: (instant, new status) in any order; ``messages``: (instant,
+    kind, auto) for the thread (notes, system messages and automatic mail are
+    ignored here so callers may pass everything).
+    """
+
+    created_at: datetime
+    initial_status: str = "new"
+    statuses: Sequence[tuple[datetime, str]] = ()
+    messages: Sequence[tuple[datetime, str, bool]] = ()
+
+
+@dataclass(frozen=True)
+class TargetState:
+    name: str
+    state: str  # running | paused | stopped | met | breached | none
+    due: datetime | None = None  # the pending due time (None unless running or breached-and-running)
+    started_at: datetime | None = None
+    met_at: datetime | None = None
+    breached_at: datetime | None = None
+    used_minutes: float = 0.0
+    target_minutes: float | None = None
+
+    @property
+    def pending_due(self) -> datetime | None:
+        return self.due
+
+
+@dataclass(frozen=True)
+class Targets:
+    policy: str
+    targets: dict[str, TargetState] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> dict[str, datetime | None]:
+        """The three ticket columns: ``first_response_due`` etc."""
+        return {f"{name}_due": self.targets[name].due for name in TARGETS}
+
+
+Span = tuple[datetime, "datetime | None"]  # a running interval; end None = still running
+
+
+def running_spans(history: History, pause_on: Iterable[str]) -> list[Span]:
+    """The intervals in which the clock runs, in order; the last may be open-ended."""
+    paused = frozenset(pause_on) | STOPPED_STATUSES
+    changes = sorted(history.statuses, key=lambda item: item[0])
+    spans: list[Span] = []
+    status = history.initial_status
+    run_from = history.created_at if status not in paused else None
+    for at, new in changes:
+        at = max(at, history.created_at)
+        runs = new not in paused
+        if run_from is not None and not runs:
+            if at > run_from:
+                spans.append((run_from, at))
+            run_from = None
+        elif run_from is None and runs:
+            run_from = at
+        status = new
+    if run_from is not None:
+        spans.append((run_from, None))
+    return spans
+
+
+def final_status(history: History) -> str:
+    changes = sorted(history.statuses, key=lambda item: item[0])
+    return changes[-1][1] if changes else history.initial_status
+
+
+def _measure(cal: BusinessCalendar, spans: Sequence[Span], begin: datetime, end: datetime | None,
+             minutes: float, now: datetime) -> tuple[datetime | None, datetime | None, float]:
+    """Walk the running spans clipped to [begin, end): (breach instant, pending due, used minutes).
+
+    The breach instant is when used time reaches ``minutes`` (may be in the
+    future when the last span is still running); the pending due is that
+    instant when the clock is still running at the end of the window.
+    """
+    remaining = float(minutes)
+    used = 0.0
+    breach: datetime | None = None
+    due: datetime | None = None
+    for start, stop in spans:
+        if stop is not None and stop <= begin:
+            continue
+        a = max(start, begin)
+        b = stop
+        if end is not None and (b is None or b > end):
+            b = end
+        if b is not None and b <= a:
+            continue
+        if b is None:
+            # Open-ended: still running now.
+            if breach is None:
+                due = add_business_minutes(cal, a, max(remaining, 0.0))
+                breach = due
+            else:
+                due = breach
+            used += business_minutes_between(cal, a, now) if now > a else 0.0
+            break
+        length = business_minutes_between(cal, a, b)
+        if breach is None and length >= remaining:
+            breach = add_business_minutes(cal, a, remaining)
+        remaining -= length
+        used += length
+    return breach, due, used
+
+
+def compute(history: History, policy: Policy, now: datetime) -> Targets:
+    """Every target's state for one ticket at ``now``."""
+    cal = policy.calendar
+    spans = running_spans(history, policy.pause_on)
+    current = final_status(history)
+    stopped = current in STOPPED_STATUSES
+    public = sorted(
+        ((at, "customer" if kind in CUSTOMER_KINDS else "agent") for at, kind, auto in history.messages
+         if kind in CUSTOMER_KINDS or (kind == "outbound" and not auto)),
+        key=lambda item: item[0],
+    )
+    # When the ticket last went from working to solved/closed (resolution's met instant).
+    solved_at = None
+    if stopped:
+        previous = history.initial_status
+        for at, new in sorted(history.statuses, key=lambda item: item[0]):
+            if new in STOPPED_STATUSES and previous not in STOPPED_STATUSES:
+                solved_at = max(at, history.created_at)
+            previous = new
+        solved_at = solved_at or history.created_at
+
+    results: dict[str, TargetState] = {}
+
+    def finish(name: str, begin: datetime | None, met: datetime | None) -> None:
+        minutes = policy.target(name)
+        if minutes is None or begin is None:
+            results[name] = TargetState(name, "none", target_minutes=minutes)
+            return
+        breach, due, used = _measure(cal, spans, begin, met, minutes, now)
+        breached_at = breach if breach is not None and (met is None or breach < met) and breach <= now else None
+        if met is not None:
+            state = "breached" if breached_at else "met"
+            results[name] = TargetState(name, state, None, begin, met, breached_at, used, minutes)
+        elif due is not None:
+            state = "breached" if due <= now else "running"
+            results[name] = TargetState(name, state, due, begin, None, due if due <= now else None, used, minutes)
+        else:
+            state = "breached" if breached_at else ("stopped" if stopped else "paused")
+            results[name] = TargetState(name, state, None, begin, None, breached_at, used, minutes)
+
+    # first response: from creation to the first agent reply
+    first_agent = next((at for at, who in public if who == "agent"), None)
+    finish("first_response", history.created_at, first_agent)
+
+    # next response: the customer message that follows the last agent reply
+    begin, met = None, None
+    seen_agent = False
+    for at, who in public:
+        if who == "agent":
+            if begin is not None and met is None:
+                met = at  # this reply met the open cycle; a later customer message starts a new one
+            seen_agent = True
+            continue
+        if seen_agent and (begin is None or met is not None):
+            begin, met = at, None
+    if begin is not None and met is not None:
+        finish("next_response", begin, met)
+    else:
+        finish("next_response", begin, None)
+
+    # resolution: from creation until solved (reopen resumes it)
+    finish("resolution", history.created_at, solved_at if stopped else None)
+    return Targets(policy.name, results)
+

@@ -1,0 +1,316 @@
+"""SLA policies from the config, and keeping the tickets' due columns current.
+
+`recompute` is the one writer of `sla_policy` and the three `*_due` columns.
+It runs inside every write transaction (a `Database.before_commit` hook, see
+`install`) on the tickets the services touched, so a reply, a status or
+priority change, a merge or an import updates the due times in the same
+commit without the services knowing about SLAs.  Work is set-based: policies
+are chosen with one SQL query per policy, histories are loaded with one query
+per table, and tickets that are solved or closed are cleared with one UPDATE
+(bulk-closing 100,000 tickets never runs the clock).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
+
+from supportdesk.config import ConfigError, Settings
+from supportdesk.models import STATUSES, SYSTEM_ACTOR, Event, Message, Ticket, utcnow
+from supportdesk.query import QueryContext, QueryError, compile_query, parse_query
+from supportdesk.sla.calendar import BusinessCalendar, CalendarError, build_calendar
+from supportdesk.sla.clock import (
+    CUSTOMER_KINDS, DEFAULT_PAUSE_ON, STOPPED_STATUSES, TARGETS, History, Policy, Targets, compute,
+)
+
+T = Ticket.__table__.c
+DUE_COLUMNS = tuple(f"{name}_due" for name in TARGETS)
+ALWAYS_OPEN = {"timezone": "UTC", "hours": {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+_IN_LIMIT = 500
+_CHUNK = 5000
+_SLA_KEYS = {"name", "match", "calendar", "first_response", "next_response", "resolution", "pause_on"}
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    policy: Policy
+    match: str | None  # None: matches every ticket (a default)
+
+
+@dataclass
+class SlaConfig:
+    calendars: dict[str, BusinessCalendar] = field(default_factory=dict)
+    rules: list[PolicyRule] = field(default_factory=list)
+
+    def policy(self, name: str | None) -> Policy | None:
+        return next((r.policy for r in self.rules if r.policy.name == name), None)
+
+
+_cache: dict[int, tuple[Settings, SlaConfig]] = {}
+
+
+def load(settings: Settings) -> SlaConfig:
+    """Calendars and policies, validated; errors name the file and `calendar[i].key` / `sla[i].key`.
+
+    Cached per Settings object, because the hook runs on every commit.
+    """
+    hit = _cache.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    config = _load(settings)
+    _cache[id(settings)] = (settings, config)
+    return config
+
+
+def _load(settings: Settings) -> SlaConfig:
+    file = settings.file
+    config = SlaConfig()
+    for i, spec in enumerate(settings.calendars):
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(file, f"calendar[{i}].name", "is required (policies refer to calendars by name)")
+        if name in config.calendars:
+            raise ConfigError(file, f"calendar[{i}].name", f"calendar name {name!r} is used twice")
+        try:
+            config.calendars[name] = build_calendar(name, spec)
+        except CalendarError as exc:
+            raise ConfigError(file, f"calendar[{i}].{exc.key}", exc.message) from None
+    names: set[str] = set()
+    for i, spec in enumerate(settings.slas):
+        key = f"sla[{i}]"
+        for k in spec:
+            if k not in _SLA_KEYS:
+                raise ConfigError(file, f"{key}.{k}", f"unknown key (expected one of: {', '.join(sorted(_SLA_KEYS))})")
+        name = spec.get("name", f"sla{i + 1}")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(file, f"{key}.name", f"must be a non-empty string, got {name!r}")
+        if name in names:
+            raise ConfigError(file, f"{key}.name", f"policy name {name!r} is used twice")
+        names.add(name)
+        cal_name = spec.get("calendar")
+        if cal_name is None:
+            calendar = build_calendar("always", ALWAYS_OPEN)
+        elif cal_name not in config.calendars:
+            known = ", ".join(config.calendars) or "none configured"
+            raise ConfigError(file, f"{key}.calendar", f"no [[calendar]] named {cal_name!r} (known: {known})")
+        else:
+            calendar = config.calendars[cal_name]
+        targets: dict[str, float | None] = {}
+        for target in TARGETS:
+            value = spec.get(target)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0):
+                raise ConfigError(file, f"{key}.{target}", f"must be a non-negative number of business minutes, got {value!r}")
+            targets[target] = value
+        if all(v is None for v in targets.values()):
+            raise ConfigError(file, key, "sets no target; expected first_response, next_response and/or resolution")
+        pause_on = spec.get("pause_on", sorted(DEFAULT_PAUSE_ON))
+        if not isinstance(pause_on, list) or not all(isinstance(s, str) for s in pause_on):
+            raise ConfigError(file, f"{key}.pause_on", f"must be a list of statuses, got {pause_on!r}")
+        for s in pause_on:
+            if s not in STATUSES:
+                raise ConfigError(file, f"{key}.pause_on", f"unknown status {s!r} (expected {', '.join(STATUSES)})")
+        match = spec.get("match")
+        if match is not None:
+            if not isinstance(match, str):
+                raise ConfigError(file, f"{key}.match", f"must be a query string, got {match!r}")
+            _check_match(file, f"{key}.match", match)
+            match = match if match.strip() else None
+        config.rules.append(PolicyRule(Policy(name, calendar, pause_on=frozenset(pause_on), **targets), match))
+    return config
+
+
+def _check_match(file, key: str, match: str) -> None:
+    """A match query must compile without a current agent (`assignee:me` has no meaning here)."""
+    try:
+        compile_query(parse_query(match), QueryContext(me=None))
+    except QueryError as exc:
+        raise ConfigError(file, key, str(exc)) from None
+
+
+# --------------------------------------------------------------------------- recomputation
+
+
+def install(database, settings: Settings) -> None:
+    """Keep due times current in every write transaction of `database` (idempotent)."""
+    if getattr(database, "_sla_installed", False):
+        return
+    load(settings)  # a bad config fails now, not inside someone's commit
+
+    def hook(session: Session, touched: set[int]) -> None:
+        recompute(session, settings, touched, utcnow())
+
+    database.before_commit.append(hook)
+    database._sla_installed = True
+
+
+def recompute(session: Session, settings: Settings, ticket_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Write `sla_policy` and the due columns of these tickets; returns how many rows changed."""
+    config = load(settings)
+    now = now or datetime.now(timezone.utc)
+    ids = sorted({int(i) for i in ticket_ids})
+    if not ids:
+        return 0
+    scope = _scope(session, ids)
+    changed = _clear_finished(session, scope, now)
+    if not config.rules:
+        return changed + session.execute(
+            sa.update(Ticket.__table__).where(T.id.in_(scope), _any_due_or_policy())
+            .values(sla_policy=None, **{c: None for c in DUE_COLUMNS})
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    working = sa.and_(T.id.in_(scope), T.status.not_in(list(STOPPED_STATUSES)))
+    chosen = choose_policies(session, config, working, now)
+    unmatched = [i for i in session.execute(sa.select(T.id).where(working)).scalars() if i not in chosen]
+    for start in range(0, len(unmatched), _CHUNK):
+        chunk = unmatched[start:start + _CHUNK]
+        changed += session.execute(
+            sa.update(Ticket.__table__).where(T.id.in_(chunk), _any_due_or_policy())
+            .values(sla_policy=None, **{c: None for c in DUE_COLUMNS})
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    ordered = sorted(chosen)
+    updates: list[dict] = []
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start:start + _CHUNK]
+        histories, current = load_histories(session, chunk)
+        for ticket_id in chunk:
+            policy = config.policy(chosen[ticket_id])
+            result = compute(histories[ticket_id], policy, now)
+            row = {"p": policy.name, **result.columns}
+            if current[ticket_id] != row:
+                updates.append({"tid": ticket_id, **row})
+    if updates:
+        stmt = (sa.update(Ticket.__table__).where(T.id == sa.bindparam("tid"))
+                .values(sla_policy=sa.bindparam("p"), **{c: sa.bindparam(c, type_=T[c].type) for c in DUE_COLUMNS})
+                .execution_options(synchronize_session=False))
+        session.connection().execute(stmt, updates)
+        _refresh_identity_map(session, {u["tid"]: u for u in updates})
+    return changed + len(updates)
+
+
+def _any_due_or_policy():
+    return sa.or_(T.sla_policy.is_not(None), *[T[c].is_not(None) for c in DUE_COLUMNS])
+
+
+def _scope(session: Session, ids: Sequence[int]):
+    """The ids as something SQL can join: a list when short, a temp table when long."""
+    if len(ids) <= _IN_LIMIT:
+        return ids
+    session.execute(sa.text("CREATE TEMP TABLE IF NOT EXISTS sla_ids (id INTEGER PRIMARY KEY)"))
+    session.execute(sa.text("DELETE FROM sla_ids"))
+    session.execute(sa.text("INSERT INTO sla_ids (id) VALUES (:id)"), [{"id": i} for i in ids])
+    return sa.select(sa.column("id")).select_from(sa.table("sla_ids"))
+
+
+def _clear_finished(session: Session, scope, now: datetime) -> int:
+    """Solved/closed tickets have no pending target: one UPDATE, plus the resolution's met event."""
+    finished = sa.and_(T.id.in_(scope), T.status.in_(list(STOPPED_STATUSES)),
+                       sa.or_(*[T[c].is_not(None) for c in DUE_COLUMNS]))
+    E = Event.__table__
+    at = sa.literal(now, E.c.at.type)
+    session.execute(E.insert().from_select(
+        ["ticket_id", "actor", "at", "field", "old", "new"],
+        sa.select(T.id, sa.literal(SYSTEM_ACTOR), at, sa.literal("sla.resolution"), sa.null(),
+                  sa.case((T.resolution_due < at, sa.literal("met late")), else_=sa.literal("met")))
+        .where(finished, T.resolution_due.is_not(None)),
+    ))
+    return session.execute(
+        sa.update(Ticket.__table__).where(finished).values(**{c: None for c in DUE_COLUMNS})
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def choose_policies(session: Session, config: SlaConfig, where, now: datetime) -> dict[int, str]:
+    """ticket id → policy name for the tickets selected by `where`: first match wins, in SQL."""
+    ctx = QueryContext(now=now, me=None, dialect=session.get_bind().dialect.name)
+    chosen: dict[int, str] = {}
+    for rule in config.rules:
+        stmt = sa.select(T.id).where(where)
+        if rule.match is not None:
+            stmt = stmt.where(compile_query(parse_query(rule.match), ctx))
+        for ticket_id in session.execute(stmt).scalars():
+            chosen.setdefault(ticket_id, rule.policy.name)
+        if rule.match is None:
+            break  # a default: nothing after it can win
+    return chosen
+
+
+def load_histories(session: Session, ids: Sequence[int]) -> tuple[dict[int, History], dict[int, dict]]:
+    """Histories of these tickets (three queries) and their current SLA columns."""
+    E, M = Event.__table__.c, Message.__table__.c
+    tickets = session.execute(
+        sa.select(T.id, T.created_at, T.updated_at, T.solved_at, T.closed_at, T.status, T.sla_policy,
+                  *[T[c] for c in DUE_COLUMNS]).where(T.id.in_(ids))
+    ).all()
+    statuses: dict[int, list] = {i: [] for i in ids}
+    first_old: dict[int, str] = {}
+    for ticket_id, at, old, new in session.execute(
+        sa.select(E.ticket_id, E.at, E.old, E.new).where(E.ticket_id.in_(ids), E.field == "status")
+        .order_by(E.ticket_id, E.at, E.id)
+    ):
+        if ticket_id not in first_old and old:
+            first_old[ticket_id] = old
+        statuses[ticket_id].append((at, new))
+    messages: dict[int, list] = {i: [] for i in ids}
+    for ticket_id, at, kind, auto in session.execute(
+        sa.select(M.ticket_id, M.created_at, M.kind, M.auto)
+        .where(M.ticket_id.in_(ids), M.kind.in_(sorted(CUSTOMER_KINDS | {"outbound"})))
+    ):
+        messages[ticket_id].append((at, kind, bool(auto)))
+    histories: dict[int, History] = {}
+    current: dict[int, dict] = {}
+    for row in tickets:
+        changes = statuses[row.id]
+        initial = first_old.get(row.id, "new") if changes else "new"
+        last = changes[-1][1] if changes else initial
+        if last != row.status:
+            # History without (all) status events, e.g. an imported ticket: it reached its
+            # current status when it was solved/closed, else at its last update.
+            when = {"closed": row.closed_at, "solved": row.solved_at}.get(row.status) or row.updated_at
+            changes = changes + [(max(when, changes[-1][0]) if changes else when, row.status)]
+        histories[row.id] = History(row.created_at, initial, changes, messages[row.id])
+        current[row.id] = {"p": row.sla_policy, **{c: row._mapping[c] for c in DUE_COLUMNS}}
+    return histories, current
+
+
+def _refresh_identity_map(session: Session, updates: dict[int, dict]) -> None:
+    """Loaded Ticket objects show the new values (callers often print the ticket they just changed)."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Ticket) and obj.id in updates:
+            u = updates[obj.id]
+            set_committed_value(obj, "sla_policy", u["p"])
+            for c in DUE_COLUMNS:
+                set_committed_value(obj, c, u[c])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def ticket_sla(session: Session, settings: Settings, ticket_id: int, now: datetime | None = None) -> dict[str, Any]:
+    """Each target's due time, state (running/paused/met/breached/stopped/none) and business
+    minutes used, for `tickets show` and the console."""
+    now = now or datetime.now(timezone.utc)
+    config = load(settings)
+    chosen = choose_policies(session, config, T.id == ticket_id, now) if config.rules else {}
+    name = chosen.get(ticket_id)
+    if name is None:
+        return {"policy": None, "targets": {}}
+    histories, _ = load_histories(session, [ticket_id])
+    result: Targets = compute(histories[ticket_id], config.policy(name), now)
+    return {"policy": name, "targets": {
+        t.name: {
+            "state": t.state, "due": _iso(t.due), "target_minutes": t.target_minutes,
+            "used_minutes": round(t.used_minutes, 1), "started_at": _iso(t.started_at),
+            "met_at": _iso(t.met_at), "breached_at": _iso(t.breached_at),
+        } for t in result.targets.values()
+    }}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None

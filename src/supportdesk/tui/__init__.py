@@ -1,0 +1,1 @@
+"""The agent console (Textual): a thin face over the domain services."""

@@ -1,0 +1,159 @@
+"""The queue list: views on the left, the virtual ticket table on the right."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, OptionList, Static
+
+from supportdesk.query import QueryError
+from supportdesk.text import clean_line
+from supportdesk.tui.data import Pager, View, all_views, check_query, quarantined, view_count
+from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
+from supportdesk.tui.screens.modals import QuarantineModal
+from supportdesk.tui.widgets.sidebar import Sidebar
+from supportdesk.tui.widgets.status_bar import StatusBar
+from supportdesk.tui.widgets.ticket_table import TableHeader, TicketTable
+
+
+class QueueScreen(TicketActions, Screen):
+    BINDINGS = [
+        Binding("q", "app.quit", "Quit"),
+        Binding("escape", "back", "Clear", show=False),
+        Binding("slash", "search", "Search"),
+        Binding("r", "compose('reply')", "Reply", show=False),
+        Binding("n", "compose('note')", "Note", show=False),
+        Binding("tab", "app.focus_next", "Focus", show=False),
+        *ACTION_BINDINGS,
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: View | None = None
+        self.query_text = ""
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Sidebar(id="sidebar")
+            with Vertical(id="main"):
+                yield Input(placeholder="search: status:open tag:vip refund …  (enter runs, escape closes)",
+                            id="search")
+                yield Static("", id="search-error")
+                yield TableHeader(id="table-header")
+                yield TicketTable(id="tickets")
+        yield StatusBar(self.app.login, id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        with self.app.database.read() as session:
+            views = all_views(session, self.app.settings)
+        sidebar = self.query_one(Sidebar)
+        sidebar.set_views(views)
+        self.show_view(views[-1] if not self.app.initial_query else View("Search", self.app.initial_query, "search"))
+        sidebar.highlighted = len(views) - 1 if not self.app.initial_query else None
+        self.query_one(TicketTable).focus()
+        self.refresh_counts()
+        self.app.refresh_health()
+
+    @property
+    def table(self) -> TicketTable:
+        return self.query_one(TicketTable)
+
+    def show_view(self, view: View) -> bool:
+        if view.kind == "quarantine":
+            self.app.push_screen(QuarantineModal(quarantined(self.app.database)))
+            return False
+        return self.show_query(view.query, view)
+
+    def show_query(self, text: str, view: View | None = None) -> bool:
+        """Switch the table to a query; a malformed one is shown under the search box, not run."""
+        try:
+            query = check_query(text, self.app.query_context())
+        except QueryError as exc:
+            self.show_error(exc)
+            return False
+        self.view = view
+        self.query_text = text
+        self.table.set_pager(Pager(self.app.database, query, self.app.query_context))
+        self.query_one(StatusBar).update(query=(f"{view.name}: " if view and view.kind != "search" else "") + text)
+        self.hide_search()
+        return True
+
+    def show_error(self, exc: QueryError) -> None:
+        box = self.query_one("#search-error", Static)
+        text = Text("query: ", style="bold red")
+        text.append(clean_line(str(exc)))
+        if exc.term:
+            text.append("  ← ", style="dim")
+            text.append(clean_line(exc.term), style="reverse red")
+        box.update(text)
+        box.display = True
+        search = self.query_one("#search", Input)
+        search.display = True
+        search.focus()
+
+    def hide_search(self) -> None:
+        self.query_one("#search", Input).display = False
+        self.query_one("#search-error", Static).display = False
+        self.table.focus()
+
+    def action_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.value = self.query_text
+        search.display = True
+        search.focus()
+
+    @on(Input.Submitted, "#search")
+    def run_search(self, event: Input.Submitted) -> None:
+        self.show_query(event.value.strip(), View("Search", event.value.strip(), "search"))
+
+    def action_back(self) -> None:
+        if self.query_one("#search", Input).display:
+            self.hide_search()
+        elif self.table.selected:
+            self.table.selected.clear()
+            self.table.refresh()
+
+    @on(OptionList.OptionSelected, "#sidebar")
+    def pick_view(self, event: OptionList.OptionSelected) -> None:
+        view = self.query_one(Sidebar).view_for(event.option.id)
+        if view is not None and self.show_view(view):
+            self.table.focus()
+
+    @on(TicketTable.Opened)
+    def open_ticket(self, event: TicketTable.Opened) -> None:
+        self.app.open_ticket(event.row.id)
+
+    def action_compose(self, kind: str) -> None:
+        row = self.table.current_row()
+        if row is not None:
+            self.app.open_compose(row.id, kind)
+
+    def targets(self) -> dict[int, int]:
+        return self.table.targets()
+
+    def changed(self) -> None:
+        self.table.selected.clear()
+        self.data_changed()
+
+    def data_changed(self) -> None:
+        """Someone (maybe us) committed: re-read what is on screen, recount the views."""
+        self.table.reload()
+        self.refresh_counts()
+
+    @work(thread=True, exclusive=True, group="counts")
+    def refresh_counts(self) -> None:
+        sidebar = self.query_one(Sidebar)
+        ctx = self.app.query_context()
+        counts = {}
+        with self.app.database.read() as session:
+            for view in sidebar.views:
+                try:
+                    counts[view.name] = view_count(session, view, ctx)
+                except QueryError:
+                    counts[view.name] = 0
+        self.app.call_from_thread(sidebar.set_counts, counts)

@@ -1,0 +1,223 @@
+"""The virtual ticket table: draws only the rows on screen, paging them from the database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rich.cells import set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+
+from supportdesk.text import clean_line
+from supportdesk.tui.data import Pager, Row, age, sla_countdown
+
+STATUS_SHORT = {"new": "new", "open": "open", "pending": "pend", "on_hold": "hold", "solved": "solv", "closed": "clsd"}
+PRIORITY_SHORT = {"low": "low", "normal": "norm", "high": "high", "urgent": "URG"}
+PRIORITY_STYLE = {"urgent": Style(color="red", bold=True), "high": Style(color="yellow")}
+SLA_STYLE = {"breached": Style(color="white", bgcolor="red", bold=True), "soon": Style(color="red", bold=True),
+             "near": Style(color="yellow"), "ok": Style(color="green")}
+STATUS_STYLE = {"new": Style(color="cyan", bold=True), "solved": Style(dim=True), "closed": Style(dim=True)}
+
+
+def layout(width: int) -> list[tuple[str, int]]:
+    """Column widths for a given width; the subject (and, when roomy, the requester) take the rest."""
+    fixed = [("sel", 1), ("id", 6), ("status", 4), ("priority", 4), ("assignee", 7), ("age", 4), ("sla", 5)]
+    spaces = 8
+    rest = max(width - sum(w for _, w in fixed) - spaces, 12)
+    requester = max(8, min(24, rest // 3))
+    subject = max(4, rest - requester)
+    cols = fixed[:2] + [("requester", requester), ("subject", subject)] + fixed[2:]
+    return cols
+
+
+HEADINGS = {"sel": "", "id": "#", "requester": "Requester", "subject": "Subject", "status": "Stat",
+            "priority": "Prio", "assignee": "Assign", "age": "Age", "sla": "SLA"}
+
+
+def header_text(width: int) -> str:
+    cells = []
+    for name, w in layout(width):
+        label = HEADINGS[name]
+        cells.append(label.rjust(w) if name == "id" else set_cell_size(label, w))
+    return " ".join(cells)
+
+
+class TicketTable(ScrollView, can_focus=True):
+    """Rows come from a `Pager`; virtual_size is the row count, so scrolling costs nothing."""
+
+    COMPONENT_CLASSES = {"ticket-table--cursor", "ticket-table--selected"}
+    BINDINGS = [
+        Binding("j,down", "cursor(1)", "Down", show=False),
+        Binding("k,up", "cursor(-1)", "Up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("home,g", "jump(0)", "First", show=False),
+        Binding("end,G", "jump(-1)", "Last", show=False),
+        Binding("space", "toggle_select", "Select", show=True),
+        Binding("enter", "open", "Open", show=True),
+    ]
+    cursor = reactive(0, repaint=True)
+
+    class Opened(Message):
+        def __init__(self, row: Row) -> None:
+            self.row = row
+            super().__init__()
+
+    def __init__(self, pager: Pager | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pager = pager
+        self.selected: dict[int, int] = {}
+        self.now = datetime.now(timezone.utc)
+
+    def set_pager(self, pager: Pager) -> None:
+        self.pager = pager
+        self.selected.clear()
+        pager.reload()
+        self.cursor = 0
+        self.scroll_to(y=0, animate=False)
+        self._resize()
+
+    def reload(self) -> None:
+        """Re-read after a change elsewhere: recount, forget pages, keep the cursor on its ticket if in sight."""
+        if self.pager is None:
+            return
+        current = self.current_row()
+        self.pager.reload()
+        self._resize()
+        if current is not None:
+            top = int(self.scroll_offset.y)
+            for index in range(max(0, top - 5), min(self.pager.total, top + self.size.height + 5)):
+                row = self.pager.row(index)
+                if row and row.id == current.id:
+                    self.cursor = index
+                    break
+        self.cursor = min(self.cursor, max(0, self.pager.total - 1))
+        self.tick()
+
+    def tick(self) -> None:
+        self.now = datetime.now(timezone.utc)
+        self.refresh()
+
+    def _resize(self) -> None:
+        total = self.pager.total if self.pager else 0
+        self.virtual_size = Size(self.size.width, total)
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._resize()
+
+    def current_row(self) -> Row | None:
+        return self.pager.row(self.cursor) if self.pager else None
+
+    def targets(self) -> dict[int, int]:
+        """id → version of the selection, or of the row under the cursor."""
+        if self.selected:
+            return dict(self.selected)
+        row = self.current_row()
+        return {row.id: row.version} if row else {}
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.scroll_to_row(new)
+
+    def scroll_to_row(self, index: int) -> None:
+        top = int(self.scroll_offset.y)
+        height = max(1, self.size.height)
+        if index < top:
+            self.scroll_to(y=index, animate=False)
+        elif index >= top + height:
+            self.scroll_to(y=index - height + 1, animate=False)
+
+    def action_cursor(self, delta: int) -> None:
+        if self.pager and self.pager.total:
+            self.cursor = max(0, min(self.pager.total - 1, self.cursor + delta))
+
+    def action_page(self, direction: int) -> None:
+        self.action_cursor(direction * max(1, self.size.height - 1))
+
+    def action_jump(self, where: int) -> None:
+        if self.pager and self.pager.total:
+            self.cursor = 0 if where == 0 else self.pager.total - 1
+
+    def action_toggle_select(self) -> None:
+        row = self.current_row()
+        if row is None:
+            return
+        if row.id in self.selected:
+            del self.selected[row.id]
+        else:
+            self.selected[row.id] = row.version
+        self.action_cursor(1)
+        self.refresh()
+
+    def action_open(self) -> None:
+        row = self.current_row()
+        if row is not None:
+            self.post_message(self.Opened(row))
+
+    def on_click(self, event) -> None:
+        index = int(self.scroll_offset.y) + event.y
+        if self.pager and 0 <= index < self.pager.total:
+            if index == self.cursor and event.chain >= 2:
+                self.action_open()
+            self.cursor = index
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        index = int(self.scroll_offset.y) + y
+        base = self.rich_style
+        if self.pager is None or index >= self.pager.total:
+            return Strip.blank(width, base)
+        row = self.pager.row(index)
+        if row is None:
+            return Strip([Segment(set_cell_size("…", width), base)])
+        style = base
+        if row.id in self.selected:
+            style = style + self.get_component_rich_style("ticket-table--selected")
+        if index == self.cursor and self.has_focus:
+            style = style + self.get_component_rich_style("ticket-table--cursor")
+        elif index == self.cursor:
+            style = style + Style(reverse=True, dim=True)
+        segments = []
+        for i, (name, w) in enumerate(layout(width)):
+            text, extra = self._cell(row, name)
+            text = text.rjust(w) if name == "id" else set_cell_size(text, w)
+            if i:
+                segments.append(Segment(" ", style))
+            segments.append(Segment(text, style + extra if extra else style))
+        return Strip(segments).adjust_cell_length(width, style)
+
+    def _cell(self, row: Row, name: str) -> tuple[str, Style | None]:
+        if name == "sel":
+            return ("●" if row.id in self.selected else " "), Style(color="magenta", bold=True)
+        if name == "id":
+            return str(row.id), None
+        if name == "requester":
+            return clean_line(row.requester), None
+        if name == "subject":
+            return clean_line(row.subject), None
+        if name == "status":
+            return STATUS_SHORT.get(row.status, row.status), STATUS_STYLE.get(row.status)
+        if name == "priority":
+            return PRIORITY_SHORT.get(row.priority, row.priority), PRIORITY_STYLE.get(row.priority)
+        if name == "assignee":
+            return clean_line(row.assignee or "—"), None
+        if name == "age":
+            return age(row.created_at, self.now), Style(dim=True)
+        text, urgency = sla_countdown(row.due, self.now) if row.status in ("new", "open") else ("", "none")
+        return text, SLA_STYLE.get(urgency)
+
+
+class TableHeader(Widget):
+    """The column headings, following the table's width."""
+
+    def render(self):
+        from rich.text import Text
+
+        return Text(header_text(self.size.width), style="bold", no_wrap=True, overflow="crop")
