@@ -26,6 +26,7 @@ FIELDS = (
 IS_VALUES = ("unassigned", "assigned", "unread", "snoozed", "merged")
 _OPERATORS = (">=", "<=", ">", "<", "=")
 _COMPARABLE = {"priority", "created", "updated", "id"}
+_ENUMS = {"status": STATUSES, "priority": PRIORITIES, "channel": CHANNELS, "is": IS_VALUES}
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_]+):")
@@ -163,29 +164,11 @@ def _check(term: Term) -> Term:
     def bad(message: str) -> QueryError:
         return QueryError(f"{message} in {raw!r}", raw, term.position)
 
-    if f == "status":
+    if f in _ENUMS:
         values = tuple(v.lower() for v in term.values)
         for v in values:
-            if v not in STATUSES:
-                raise bad(f"unknown status {v!r} (expected {', '.join(STATUSES)})")
-        return Term(f, values, term.op, term.negated, text=raw, position=term.position)
-    if f == "priority":
-        values = tuple(v.lower() for v in term.values)
-        for v in values:
-            if v not in PRIORITIES:
-                raise bad(f"unknown priority {v!r} (expected {', '.join(PRIORITIES)})")
-        return Term(f, values, term.op, term.negated, text=raw, position=term.position)
-    if f == "channel":
-        values = tuple(v.lower() for v in term.values)
-        for v in values:
-            if v not in CHANNELS:
-                raise bad(f"unknown channel {v!r} (expected {', '.join(CHANNELS)})")
-        return Term(f, values, term.op, term.negated, text=raw, position=term.position)
-    if f == "is":
-        values = tuple(v.lower() for v in term.values)
-        for v in values:
-            if v not in IS_VALUES:
-                raise bad(f"unknown is:{v} (expected {', '.join(IS_VALUES)})")
+            if v not in _ENUMS[f]:
+                raise bad(f"unknown {f} {v!r} (expected {', '.join(_ENUMS[f])})")
         return Term(f, values, term.op, term.negated, text=raw, position=term.position)
     if f == "id":
         for v in term.values:

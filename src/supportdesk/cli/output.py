@@ -40,27 +40,19 @@ def stderr_console() -> Console:
 
 
 def print_tickets(tickets: Sequence[dict], fmt: Format, *, now: datetime | None = None) -> None:
-    out = sys.stdout
-    if fmt is Format.json:
-        json.dump(list(tickets), out, ensure_ascii=False, indent=2)
-        out.write("\n")
-    elif fmt is Format.jsonl:
-        for t in tickets:
-            out.write(json.dumps(t, ensure_ascii=False) + "\n")
-    elif fmt is Format.ids:
-        for t in tickets:
-            out.write(f"{t['id']}\n")
-    elif fmt is Format.csv:
-        writer = csv.writer(out)
-        writer.writerow(CSV_TICKET_FIELDS)
-        for t in tickets:
-            sla = t["sla"]
-            row = dict(t, tags=" ".join(t["tags"]), breached=" ".join(sla["breached"]),
-                       first_response_due=sla["first_response_due"], next_response_due=sla["next_response_due"],
-                       resolution_due=sla["resolution_due"])
-            writer.writerow(["" if row[f] is None else row[f] for f in CSV_TICKET_FIELDS])
-    else:
+    if fmt is Format.table:
         print_ticket_table(tickets, now or datetime.now(timezone.utc))
+    elif fmt is Format.csv:
+        write_rows([_csv_row(t) for t in tickets], fmt, CSV_TICKET_FIELDS)
+    else:
+        write_rows(tickets, fmt, ("id",))
+
+
+def _csv_row(t: dict) -> dict:
+    sla = t["sla"]
+    return dict(t, tags=" ".join(t["tags"]), breached=" ".join(sla["breached"]),
+                first_response_due=sla["first_response_due"], next_response_due=sla["next_response_due"],
+                resolution_due=sla["resolution_due"])
 
 
 def print_ticket_table(tickets: Sequence[dict], now: datetime) -> None:

@@ -122,17 +122,14 @@ def demo(
 
 
 def open_console(app_ctx: AppContext) -> None:
-    """Until the Textual console lands, show the open queue as a table."""
+    """The Textual console on the configured database, as the current agent."""
+    from supportdesk.tickets import resolve_actor
+    from supportdesk.tui.app import run_console
+
     database = app_ctx.database()
-    now = datetime.now(timezone.utc)
     with database.read() as session:
-        ids = ticket_ids(session, parse_query("status:new,open,pending,on_hold"),
-                         QueryContext(now=now, me=app_ctx.login), sort="updated:desc", limit=40)
-        rows = ticket_summaries(session, ids, now)
-    console = stdout_console()
-    console.print(Text(f"supportdesk — {database.display_url()} — open tickets (newest activity first)", style="bold"))
-    print_tickets(rows, Format.table, now=now)
-    console.print(Text("Try: supportdesk tickets list 'status:open priority:>=high' --format json", style="dim"))
+        resolve_actor(session, app_ctx.login)
+    run_console(database, app_ctx.settings, app_ctx.login)
 
 
 def doctor(ctx: typer.Context):

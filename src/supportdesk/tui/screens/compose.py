@@ -25,7 +25,7 @@ from supportdesk.tui.data import load_draft, save_draft, send
 
 class ComposeScreen(Screen):
     BINDINGS = [
-        Binding("ctrl+s", "send", "Send" , priority=True),
+        Binding("ctrl+s", "send", "Send", priority=True),
         Binding("ctrl+e", "editor", "$EDITOR", priority=True),
         Binding("escape", "leave", "Back (keeps draft)"),
     ]
@@ -34,6 +34,7 @@ class ComposeScreen(Screen):
         super().__init__()
         self.ticket_id, self.kind, self.subject = ticket_id, kind, subject
         self.sent = False
+        self._body = ""
 
     def compose(self) -> ComposeResult:
         title = Text("Reply to " if self.kind == "reply" else "Internal note on ", style="bold")
@@ -50,12 +51,16 @@ class ComposeScreen(Screen):
 
     def on_mount(self) -> None:
         area = self.query_one(TextArea)
+        self._body = area.text
         area.focus()
         area.move_cursor(area.document.end)
 
     @property
     def body(self) -> str:
-        return self.query_one(TextArea).text
+        return self._body
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        self._body = event.text_area.text
 
     def action_send(self) -> None:
         if not self.body.strip():
@@ -81,8 +86,9 @@ class ComposeScreen(Screen):
         try:
             with self.app.suspend():
                 subprocess.run([*shlex.split(editor), str(path)], check=False)
-            self.query_one(TextArea).text = path.read_text(encoding="utf-8")
-        except (OSError, Exception) as exc:  # suspend is unsupported in some drivers (tests, web)
+            self._body = path.read_text(encoding="utf-8")
+            self.query_one(TextArea).text = self._body
+        except Exception as exc:  # suspend is unsupported by some drivers (headless tests, web)
             self.notify(f"cannot run {editor}: {exc}", severity="error")
         finally:
             path.unlink(missing_ok=True)
@@ -91,6 +97,9 @@ class ComposeScreen(Screen):
         self.app.pop_screen()
 
     def on_unmount(self) -> None:
+        self.keep_draft()
+
+    def keep_draft(self) -> None:
         if not self.sent:
             try:
                 save_draft(self.app.database, self.app.login, self.ticket_id, self.kind, self.body)

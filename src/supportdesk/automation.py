@@ -1,0 +1,529 @@
+"""Routing rules, escalations and timed automations (SPEC §4, §10).
+
+Every condition is first a `match` query (SPEC §6) evaluated in SQL against
+the ticket, so rules, escalations, views and SLA policies select tickets the
+same way.  Every action goes through the ticket services, so it is recorded as
+an event by the acting actor (``system`` for automations) and the SLA hook
+recomputes due times in the same commit.
+
+* Routing rules (``[[rule]]``) run in config order on ticket creation and on
+  each inbound message (`apply_rules`); a later rule sees what earlier ones
+  set; ``stop = true`` ends the chain.
+* Escalations (``[[escalation]]``) fire once per ticket, escalation and SLA
+  target (a next-response target once per cycle): the firing is an Event
+  with field ``escalation`` whose value is the key checked next time.
+* Timed automations: snoozed tickets wake when their time comes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from supportdesk.config import ConfigError, Settings
+from supportdesk.models import (
+    PRIORITIES, STATUSES, SYSTEM_ACTOR, Agent, Event, Message, Queue, Ticket, utcnow,
+)
+from supportdesk.query import SLA_DUE_COLUMNS, QueryContext, QueryError, compile_query, parse_query
+from supportdesk.tickets import Actor, Changes, InvalidError, bulk_update, get_ticket, normalize_tag, record
+
+T = Ticket.__table__.c
+OPEN_STATUSES = ("new", "open", "pending", "on_hold")
+ASSIGN_STRATEGIES = ("@round_robin", "@least_open")
+_SET_KEYS = {"queue", "priority", "status", "assignee", "add_tags", "remove_tags"}
+_RULE_KEYS = {"name", "match", "set", "drop", "stop", "subject_regex", "body_regex", "from_regex", "to",
+              "business_hours", "calendar"}
+_ESCALATION_KEYS = {"name", "match", "set", "notify"}
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What a rule or escalation sets; mirrors `Changes` plus assignment strategies."""
+
+    queue: str | None = None
+    priority: str | None = None
+    status: str | None = None
+    assignee: str | None = None  # a login, "none", "@round_robin" or "@least_open"
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+
+    def empty(self) -> bool:
+        return not (self.queue or self.priority or self.status or self.assignee or self.add_tags or self.remove_tags)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    key: str  # "rule[3]", for messages
+    match: str | None = None
+    actions: Actions = Actions()
+    drop: bool = False
+    stop: bool = False
+    subject_regex: re.Pattern | None = None
+    body_regex: re.Pattern | None = None
+    from_regex: re.Pattern | None = None
+    to: tuple[str, ...] = ()
+    business_hours: bool | None = None
+    calendar: str | None = None
+
+
+@dataclass(frozen=True)
+class Escalation:
+    name: str
+    key: str
+    match: str
+    actions: Actions = Actions()
+    notify: tuple[str, ...] = ()  # "assignee" or email addresses
+
+
+@dataclass
+class AutomationConfig:
+    rules: list[Rule] = field(default_factory=list)
+    escalations: list[Escalation] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- config
+
+
+_cache: dict[int, tuple[Settings, AutomationConfig]] = {}
+
+
+def load(settings: Settings) -> AutomationConfig:
+    """Rules and escalations, validated; errors name the file and `rule[i].key`. Cached per Settings."""
+    hit = _cache.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    config = _load(settings)
+    _cache[id(settings)] = (settings, config)
+    return config
+
+
+def _load(settings: Settings) -> AutomationConfig:
+    file = settings.file
+    config = AutomationConfig()
+    calendars = {c.get("name") for c in settings.calendars}
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(file, key, problem)
+
+    for i, spec in enumerate(settings.rules):
+        key = f"rule[{i}]"
+        _allowed(spec, key, _RULE_KEYS, fail)
+        regexes = {}
+        for name in ("subject_regex", "body_regex", "from_regex"):
+            value = spec.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise fail(f"{key}.{name}", f"must be a regular expression string, got {value!r}")
+            try:
+                regexes[name] = re.compile(value, re.IGNORECASE)
+            except re.error as exc:
+                raise fail(f"{key}.{name}", f"bad regular expression: {exc}") from None
+        to = spec.get("to", ())
+        to = (to,) if isinstance(to, str) else to
+        if not isinstance(to, (list, tuple)) or not all(isinstance(a, str) and "@" in a for a in to):
+            raise fail(f"{key}.to", f"must be an address or a list of addresses, got {spec.get('to')!r}")
+        hours = spec.get("business_hours")
+        if hours is not None and not isinstance(hours, bool):
+            raise fail(f"{key}.business_hours", f"must be true or false, got {hours!r}")
+        cal = spec.get("calendar")
+        if hours is not None:
+            if cal is None:
+                if not settings.calendars:
+                    raise fail(f"{key}.business_hours", "needs a [[calendar]] (none configured)")
+                cal = settings.calendars[0].get("name")
+            elif cal not in calendars:
+                raise fail(f"{key}.calendar", f"no [[calendar]] named {cal!r}")
+        for flag in ("drop", "stop"):
+            if not isinstance(spec.get(flag, False), bool):
+                raise fail(f"{key}.{flag}", f"must be true or false, got {spec.get(flag)!r}")
+        actions = _actions(spec.get("set", {}), f"{key}.set", fail)
+        if actions.empty() and not spec.get("drop"):
+            raise fail(key, "does nothing; expected `set = { … }` or `drop = true`")
+        config.rules.append(Rule(
+            name=_name(spec, key, fail, f"rule {i + 1}"), key=key, match=_match(spec, key, fail), actions=actions,
+            drop=spec.get("drop", False), stop=spec.get("stop", False),
+            subject_regex=regexes.get("subject_regex"), body_regex=regexes.get("body_regex"),
+            from_regex=regexes.get("from_regex"), to=tuple(a.lower() for a in to), business_hours=hours, calendar=cal,
+        ))
+    for i, spec in enumerate(settings.escalations):
+        key = f"escalation[{i}]"
+        _allowed(spec, key, _ESCALATION_KEYS, fail)
+        match = _match(spec, key, fail)
+        if match is None:
+            raise fail(f"{key}.match", "is required, e.g. match = \"sla:due<30m\" or \"sla:breached\"")
+        notify = spec.get("notify", ())
+        notify = (notify,) if isinstance(notify, str) else notify
+        if not isinstance(notify, (list, tuple)) or not all(
+            isinstance(n, str) and (n == "assignee" or ("@" in n and " " not in n)) for n in notify
+        ):
+            raise fail(f"{key}.notify", f"must be \"assignee\" or email addresses, got {spec.get('notify')!r}")
+        actions = _actions(spec.get("set", {}), f"{key}.set", fail)
+        if actions.empty() and not notify:
+            raise fail(key, "does nothing; expected `set = { … }` and/or `notify = …`")
+        config.escalations.append(Escalation(
+            name=_name(spec, key, fail, f"escalation {i + 1}"), key=key, match=match, actions=actions,
+            notify=tuple(notify),
+        ))
+    return config
+
+
+def _allowed(spec: dict, key: str, keys: set[str], fail) -> None:
+    for k in spec:
+        if k not in keys:
+            raise fail(f"{key}.{k}", f"unknown key (expected one of: {', '.join(sorted(keys))})")
+
+
+def _name(spec: dict, key: str, fail, default: str) -> str:
+    name = spec.get("name", default)
+    if not isinstance(name, str) or not name.strip():
+        raise fail(f"{key}.name", f"must be a non-empty string, got {name!r}")
+    return name
+
+
+def _match(spec: dict, key: str, fail) -> str | None:
+    match = spec.get("match")
+    if match is None:
+        return None
+    if not isinstance(match, str):
+        raise fail(f"{key}.match", f"must be a query string, got {match!r}")
+    try:
+        compile_query(parse_query(match), QueryContext(me=None))
+    except QueryError as exc:
+        raise fail(f"{key}.match", str(exc)) from None
+    return match if match.strip() else None
+
+
+def _actions(spec: Any, key: str, fail) -> Actions:
+    if not isinstance(spec, dict):
+        raise fail(key, "must be a table, e.g. set = { queue = \"VIP\", priority = \"high\" }")
+    _allowed(spec, key, _SET_KEYS, fail)
+    values: dict[str, Any] = {}
+    for name in ("queue", "priority", "status", "assignee"):
+        value = spec.get(name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise fail(f"{key}.{name}", f"must be a non-empty string, got {value!r}")
+        values[name] = value
+    if values["priority"] and values["priority"] not in PRIORITIES:
+        raise fail(f"{key}.priority", f"unknown priority {values['priority']!r} (expected {', '.join(PRIORITIES)})")
+    if values["status"] and values["status"] not in STATUSES:
+        raise fail(f"{key}.status", f"unknown status {values['status']!r} (expected {', '.join(STATUSES)})")
+    if values["assignee"] and values["assignee"].startswith("@") and values["assignee"] not in ASSIGN_STRATEGIES:
+        raise fail(f"{key}.assignee", f"unknown strategy {values['assignee']!r} (expected a login, none, "
+                                      f"{', '.join(ASSIGN_STRATEGIES)})")
+    for name in ("add_tags", "remove_tags"):
+        tags = spec.get(name, [])
+        if isinstance(tags, str):
+            tags = [tags]
+        if not isinstance(tags, list):
+            raise fail(f"{key}.{name}", f"must be a list of tags, got {tags!r}")
+        try:
+            values[name] = tuple(normalize_tag(t) for t in tags)
+        except (InvalidError, AttributeError) as exc:
+            raise fail(f"{key}.{name}", str(exc)) from None
+    return Actions(**values)
+
+
+def check_references(session: Session, settings: Settings) -> None:
+    """Queues and agents named by rules and escalations must exist (`doctor`, daemon start)."""
+    config = load(settings)
+    queues = {q.lower() for q in session.execute(sa.select(Queue.__table__.c.name)).scalars()}
+    A = Agent.__table__.c
+    agents = {a.lower() for a in session.execute(sa.select(A.login).where(A.active == sa.true())).scalars()}
+    for item in [*config.rules, *config.escalations]:
+        a = item.actions
+        if a.queue and a.queue.lower() not in queues:
+            raise ConfigError(settings.file, f"{item.key}.set.queue", f"no queue named {a.queue!r}")
+        if a.assignee and not a.assignee.startswith("@") and a.assignee.lower() != "none" \
+                and a.assignee.lower() not in agents:
+            raise ConfigError(settings.file, f"{item.key}.set.assignee", f"no active agent {a.assignee!r}")
+
+
+# --------------------------------------------------------------------------- routing rules
+
+
+def _matches_sql(session: Session, ticket_id: int, match: str | None, now: datetime) -> bool:
+    if match is None:
+        return True
+    ctx = QueryContext(now=now, me=None, dialect=session.get_bind().dialect.name)
+    stmt = sa.select(T.id).where(T.id == ticket_id, compile_query(parse_query(match), ctx))
+    return session.execute(stmt).first() is not None
+
+
+def _latest_customer_message(session: Session, ticket_id: int):
+    M = Message.__table__.c
+    return session.execute(
+        sa.select(M.subject, M.body_text, M.from_addr, M.to_addrs, M.cc_addrs, M.created_at)
+        .where(M.ticket_id == ticket_id, M.kind.in_(("inbound", "call", "chat", "social")))
+        .order_by(M.created_at.desc(), M.id.desc()).limit(1)
+    ).first()
+
+
+def rule_fires(session: Session, settings: Settings, rule: Rule, ticket_id: int, now: datetime) -> bool:
+    """Whether `rule` holds for the ticket and its latest customer message."""
+    if not _matches_sql(session, ticket_id, rule.match, now):
+        return False
+    needs_message = rule.subject_regex or rule.body_regex or rule.from_regex or rule.to or rule.business_hours is not None
+    if not needs_message:
+        return True
+    message = _latest_customer_message(session, ticket_id)
+    if message is None:
+        return False
+    if rule.subject_regex and not rule.subject_regex.search(message.subject or ""):
+        return False
+    if rule.body_regex and not rule.body_regex.search(message.body_text or ""):
+        return False
+    if rule.from_regex and not rule.from_regex.search(message.from_addr or ""):
+        return False
+    if rule.to:
+        import json
+
+        recipients = {a.lower() for a in json.loads(message.to_addrs or "[]") + json.loads(message.cc_addrs or "[]")}
+        if not recipients & set(rule.to):
+            return False
+    if rule.business_hours is not None:
+        from supportdesk.sla.calendar import is_open
+        from supportdesk.sla.policy import load as load_sla
+
+        calendar = load_sla(settings).calendars[rule.calendar]
+        if is_open(calendar, message.created_at) != rule.business_hours:
+            return False
+    return True
+
+
+def apply_rules(session: Session, settings: Settings, ticket_id: int, actor: Actor | None = None,
+                *, now: datetime | None = None) -> list[str]:
+    """Run the routing rules on one ticket (after it was created, or got an inbound message).
+
+    Call inside the intake transaction; returns the names of the rules that fired.
+    """
+    config = load(settings)
+    if not config.rules:
+        return []
+    actor = actor or Actor.system()
+    now = now or utcnow()
+    fired: list[str] = []
+    for rule in config.rules:
+        if not rule_fires(session, settings, rule, ticket_id, now):
+            continue
+        fired.append(rule.name)
+        record(session, ticket_id, actor, "rule", None, rule.name, at=now)
+        actions = Actions(status="closed", add_tags=("spam",)) if rule.drop else rule.actions
+        _apply(session, [ticket_id], actions, actor)
+        if rule.stop or rule.drop:
+            break
+    return fired
+
+
+def _apply(session: Session, ticket_ids: Sequence[int], actions: Actions, actor: Actor) -> int:
+    if actions.empty() or not ticket_ids:
+        return 0
+    changes = Changes(status=actions.status, priority=actions.priority, queue=actions.queue,
+                      add_tags=list(actions.add_tags), remove_tags=list(actions.remove_tags))
+    done = bulk_update(session, ticket_ids, changes, actor) if not changes.empty() else 0
+    if actions.assignee:
+        if actions.assignee in ASSIGN_STRATEGIES:
+            for ticket_id in ticket_ids:
+                login = pick_agent(session, actions.assignee)
+                if login:
+                    done += bulk_update(session, [ticket_id], Changes(assignee=login), actor)
+        else:
+            done += bulk_update(session, ticket_ids, Changes(assignee=actions.assignee), actor)
+    return done
+
+
+def pick_agent(session: Session, strategy: str) -> str | None:
+    """An active agent by strategy: `@least_open` (fewest unfinished tickets) or `@round_robin`
+    (the one after the agent the system last assigned, in login order)."""
+    A = Agent.__table__.c
+    logins = list(session.execute(sa.select(A.login).where(A.active == sa.true()).order_by(A.login)).scalars())
+    if not logins:
+        return None
+    if strategy == "@least_open":
+        counts = dict(session.execute(
+            sa.select(A.login, sa.func.count(T.id)).select_from(Agent.__table__)
+            .outerjoin(Ticket.__table__, sa.and_(T.assignee_id == A.id, T.status.in_(OPEN_STATUSES)))
+            .where(A.active == sa.true()).group_by(A.login)
+        ).all())
+        return min(logins, key=lambda login: (counts.get(login, 0), login))
+    E = Event.__table__.c
+    last = session.execute(
+        sa.select(E.new).where(E.field == "assignee", E.actor == SYSTEM_ACTOR, E.new.is_not(None))
+        .order_by(E.id.desc()).limit(1)
+    ).scalar()
+    if last not in logins:
+        return logins[0]
+    return logins[(logins.index(last) + 1) % len(logins)]
+
+
+# --------------------------------------------------------------------------- escalations
+
+
+@dataclass(frozen=True)
+class Firing:
+    ticket_id: int
+    escalation: str
+    target: str
+    due: datetime | None
+    key: str
+    notified: tuple[str, ...] = ()
+    warning: str | None = None
+
+
+def _target_of(row) -> tuple[str, datetime | None]:
+    """The SLA target an escalation is about: the nearest pending due time."""
+    dues = [(getattr(row, c), c[:-4]) for c in SLA_DUE_COLUMNS if getattr(row, c) is not None]
+    if not dues:
+        return "ticket", None
+    due, name = min(dues)
+    return name, due
+
+
+def run_escalations(session: Session, settings: Settings, now: datetime | None = None,
+                    *, dry_run: bool = False) -> list[Firing]:
+    """Fire every due escalation once per ticket and target; with `dry_run`, only say what would fire."""
+    config = load(settings)
+    now = now or utcnow()
+    ctx = QueryContext(now=now, me=None, dialect=session.get_bind().dialect.name)
+    system = Actor.system()
+    E, M = Event.__table__.c, Message.__table__.c
+    fired: list[Firing] = []
+    for esc in config.escalations:
+        rows = session.execute(
+            sa.select(T.id, *[T[c] for c in SLA_DUE_COLUMNS])
+            .where(T.status.not_in(("solved", "closed")), T.merged_into_id.is_(None),
+                   compile_query(parse_query(esc.match), ctx)).order_by(T.id)
+        ).all()
+        if not rows:
+            continue
+        ids = [r.id for r in rows]
+        done: set[tuple[int, str]] = set()
+        cycles: dict[int, datetime] = {}
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start:start + 5000]
+            done.update((tid, new) for tid, new in session.execute(
+                sa.select(E.ticket_id, E.new).where(E.ticket_id.in_(chunk), E.field == "escalation")))
+            cycles.update((tid, at) for tid, at in session.execute(
+                sa.select(M.ticket_id, sa.func.max(M.created_at)).where(
+                    M.ticket_id.in_(chunk), M.kind == "outbound", M.auto == sa.false()).group_by(M.ticket_id)))
+        new: list[Firing] = []
+        for r in rows:
+            target, due = _target_of(r)
+            key = f"{esc.name}:{target}"
+            if target == "next_response" and r.id in cycles:
+                key += "@" + cycles[r.id].isoformat()
+            if (r.id, key) not in done:
+                new.append(Firing(r.id, esc.name, target, due, key))
+        if dry_run or not new:
+            fired.extend(new)
+            continue
+        for f in new:
+            record(session, f.ticket_id, system, "escalation", None, f.key, at=now)
+        _apply(session, [f.ticket_id for f in new], esc.actions, system)
+        for f in new:
+            notified, warning = _notify(session, settings, esc, f, now) if esc.notify else ((), None)
+            fired.append(Firing(f.ticket_id, f.escalation, f.target, f.due, f.key, notified, warning))
+        session.flush()
+    return fired
+
+
+def _notify(session: Session, settings: Settings, esc: Escalation, firing: Firing, now: datetime):
+    """An automatic notice through the outbox (part of the thread, addressed to the agent/team)."""
+    from supportdesk.mail.outbox import queue_reply
+
+    ticket = get_ticket(session, firing.ticket_id)
+    recipients: list[str] = []
+    for who in esc.notify:
+        if who == "assignee":
+            email = session.execute(sa.select(Agent.__table__.c.email).where(
+                Agent.__table__.c.id == ticket.assignee_id)).scalar() if ticket.assignee_id else None
+            if email:
+                recipients.append(email)
+        else:
+            recipients.append(who)
+    recipients = list(dict.fromkeys(recipients))
+    if not recipients:
+        return (), "no one to notify (no assignee, or the assignee has no email address)"
+    if firing.due is None:
+        when = "matched"
+    elif firing.due <= now:
+        when = f"breached {_delta(now - firing.due)} ago"
+    else:
+        when = f"due in {_delta(firing.due - now)}"
+    body = (f"Escalation {esc.name!r} on ticket #{ticket.id}: {ticket.subject}\n"
+            f"SLA target {firing.target} {when} ({firing.due.isoformat() if firing.due else '-'}).\n"
+            f"Status {ticket.status}, priority {ticket.priority}.\n")
+    try:
+        queue_reply(session, settings, ticket, Actor.system(), body, auto=True, to=recipients, cc=[])
+    except InvalidError as exc:
+        return (), str(exc)
+    return tuple(recipients), None
+
+
+def _delta(delta) -> str:
+    minutes = int(abs(delta.total_seconds()) // 60)
+    if minutes >= 1440:
+        return f"{minutes // 1440}d {minutes % 1440 // 60}h"
+    if minutes >= 60:
+        return f"{minutes // 60}h {minutes % 60}m"
+    return f"{minutes}m"
+
+
+# --------------------------------------------------------------------------- timed automations
+
+
+def wake_snoozed(session: Session, now: datetime | None = None, *, dry_run: bool = False) -> list[int]:
+    """Snoozed tickets whose time has come lose their snooze (recorded as a `system` event)."""
+    now = now or utcnow()
+    ids = list(session.execute(
+        sa.select(T.id).where(T.snoozed_until.is_not(None), T.snoozed_until <= now).order_by(T.id)).scalars())
+    if ids and not dry_run:
+        bulk_update(session, ids, Changes(unsnooze=True), Actor.system())
+    return ids
+
+
+def record_breaches(session: Session, now: datetime | None = None) -> int:
+    """Record each newly breached pending target once, as an event `sla.<target>` = breached at its due time."""
+    now = now or utcnow()
+    E = Event.__table__
+    total = 0
+    for column in SLA_DUE_COLUMNS:
+        name = f"sla.{column[:-4]}"
+        due = T[column]
+        already = sa.exists(sa.select(1).where(E.c.ticket_id == T.id, E.c.field == name, E.c.new == "breached",
+                                               E.c.at == due))
+        total += session.execute(E.insert().from_select(
+            ["ticket_id", "actor", "at", "field", "old", "new"],
+            sa.select(T.id, sa.literal(SYSTEM_ACTOR), due, sa.literal(name), sa.null(), sa.literal("breached"))
+            .where(due.is_not(None), due < sa.literal(now, due.type), ~already),
+        )).rowcount
+    return total
+
+
+@dataclass
+class CheckReport:
+    woken: list[int] = field(default_factory=list)
+    fired: list[Firing] = field(default_factory=list)
+    breaches_recorded: int = 0
+
+
+def run_timers(database, settings: Settings, now: datetime | None = None, *, dry_run: bool = False) -> CheckReport:
+    """One pass of the timed work (`sla check`, and the daemon every minute), in one transaction."""
+    now = now or datetime.now(timezone.utc)
+    report = CheckReport()
+    if dry_run:
+        with database.read() as session:
+            report.woken = wake_snoozed(session, now, dry_run=True)
+            report.fired = run_escalations(session, settings, now, dry_run=True)
+        return report
+    with database.write() as session:
+        report.woken = wake_snoozed(session, now)
+        report.breaches_recorded = record_breaches(session, now)
+        report.fired = run_escalations(session, settings, now)
+    return report
