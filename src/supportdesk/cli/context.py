@@ -36,6 +36,8 @@ class AppContext:
     def database(self, *, check: bool = True) -> Database:
         if self._db is None:
             self._db = Database(self.url)
+            from supportdesk.sla.policy import install as install_sla
+            install_sla(self._db, self.settings)
             if check:
                 self._db.check_schema()
         return self._db

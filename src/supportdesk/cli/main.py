@@ -78,6 +78,8 @@ def _register() -> None:
     mail.register(app)
     from supportdesk.cli import outbox as outbox_cli
     outbox_cli.register(app)
+    from supportdesk.cli import sla as sla_cli
+    sla_cli.register(app)
 
 
 _register()

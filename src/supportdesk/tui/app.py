@@ -129,7 +129,9 @@ class SupportDeskApp(App):
                 elif time.monotonic() - posted >= 2:
                     posted = time.monotonic()
                     self.post_message(DataChanged())
-                time.sleep(self.poll_seconds)
+                deadline = time.monotonic() + self.poll_seconds
+                while not worker.is_cancelled and time.monotonic() < deadline:
+                    time.sleep(0.05)
 
     def on_data_changed(self, _message: DataChanged) -> None:
         self.refresh_health()

@@ -53,8 +53,12 @@ class QueueScreen(TicketActions, Screen):
             views = all_views(session, self.app.settings)
         sidebar = self.query_one(Sidebar)
         sidebar.set_views(views)
-        self.show_view(views[-1] if not self.app.initial_query else View("Search", self.app.initial_query, "search"))
-        sidebar.highlighted = len(views) - 1 if not self.app.initial_query else None
+        start = next(i for i, v in enumerate(views) if v.name == "All" and v.kind == "builtin")
+        if self.app.initial_query:
+            self.show_query(self.app.initial_query, View("Search", self.app.initial_query, "search"))
+        else:
+            self.show_view(views[start])
+            sidebar.highlighted = start
         self.query_one(TicketTable).focus()
         self.refresh_counts()
         self.app.refresh_health()
@@ -79,7 +83,8 @@ class QueueScreen(TicketActions, Screen):
         self.view = view
         self.query_text = text
         self.table.set_pager(Pager(self.app.database, query, self.app.query_context))
-        self.query_one(StatusBar).update(query=(f"{view.name}: " if view and view.kind != "search" else "") + text)
+        label = f"{view.name}: {text}" if view and view.kind != "search" else text
+        self.query_one(StatusBar).update(query=label.rstrip(": ") or "all tickets")
         self.hide_search()
         return True
 

@@ -33,7 +33,7 @@ class StatusBar(Widget):
         if h is not None:
             text.append(" │ mail ")
             if not h.mailboxes:
-                text.append("—", style="dim")
+                text.append("— ", style="dim")
             for name, ok, when in h.mailboxes:
                 text.append(f"{clean_line(name)} ", style="" if ok else "bold red")
                 text.append(("✓" if ok else "✗ ") + ("" if ok else f"{when}"), style="green" if ok else "bold red")
@@ -43,7 +43,7 @@ class StatusBar(Widget):
             if h.dead:
                 text.append(f" {h.dead} dead", style="bold red")
         text.append(" │ ")
-        text.append(clean_line(self.query_text) or "(all)", style="italic")
+        text.append(clean_line(self.query_text), style="italic")
         if self.note:
             text.append(f" │ {clean_line(self.note)}", style="bold")
         return text

@@ -107,7 +107,7 @@ class TicketTable(ScrollView, can_focus=True):
 
     def _resize(self) -> None:
         total = self.pager.total if self.pager else 0
-        self.virtual_size = Size(self.size.width, total)
+        self.virtual_size = Size(0, total)
         self.refresh()
 
     def on_resize(self) -> None:
@@ -169,7 +169,7 @@ class TicketTable(ScrollView, can_focus=True):
             self.cursor = index
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_content_region.width
         index = int(self.scroll_offset.y) + y
         base = self.rich_style
         if self.pager is None or index >= self.pager.total:
