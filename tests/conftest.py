@@ -107,6 +107,21 @@ def dovecot_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def dovecot_tls_server():
+    """A second Dovecot that speaks TLS (imaps and STARTTLS) with a self-signed certificate."""
+    from tests.servers import Dovecot, dovecot_binary
+
+    binary = dovecot_binary()
+    if binary is None:
+        if in_ci():
+            pytest.fail("Dovecot is required under CI=true (scripts/test installs dovecot-imapd)")
+        pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
+    server = Dovecot(binary, tls=True)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def imap_account(dovecot_server):
     """A fresh IMAP user with an empty INBOX on the real Dovecot."""

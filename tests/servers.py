@@ -24,7 +24,7 @@ listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain
 mail_location = maildir:{d}/mail/%u
@@ -42,7 +42,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 passdb {{
@@ -80,11 +81,23 @@ class Dovecot:
     _counter = itertools.count(1)
     ACCOUNTS = 500
 
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, *, tls: bool = False):
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="dv", dir="/tmp"))
         self.dir.chmod(0o755)
         self.port = free_port()
+        self.imaps_port = free_port() if tls else 0
+        self.cert = self.dir / "cert.pem"
+        ssl_lines = "ssl = no"
+        if tls:
+            key = self.dir / "key.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", str(key), "-out", str(self.cert), "-days", "2", "-subj", "/CN=localhost",
+                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                check=True, capture_output=True, timeout=60)
+            key.chmod(0o644)
+            ssl_lines = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{key}"
         if os.geteuid() == 0:
             user, group, unprivileged = "nobody", "nogroup", ""
         else:
@@ -99,7 +112,8 @@ class Dovecot:
         (self.dir / "users").write_text("".join(f"helpdesk{i}:{{PLAIN}}secret\n" for i in range(1, self.ACCOUNTS + 1)))
         self.config = self.dir / "dovecot.conf"
         self.config.write_text(DOVECOT_CONFIG.format(d=self.dir, port=self.port, user=user, group=group,
-                                                     unprivileged=unprivileged))
+                                                     unprivileged=unprivileged, ssl=ssl_lines,
+                                                     imaps_port=self.imaps_port))
         self.process = subprocess.Popen([binary, "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10

@@ -366,3 +366,23 @@ def test_ingest_command_and_tempfail_when_locked(tmp_path, db_path, database, cl
     with database.read() as session:
         ticket = session.get(Ticket, int(call.stdout))
         assert ticket.channel == "phone"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_imap_tls_verifies_certificates(database, dovecot_tls_server, security, monkeypatch):
+    """TLS is verified against the system store: a self-signed server is refused, trusted via SSL_CERT_FILE."""
+    from supportdesk.mail.imap import FetchError
+
+    account = dovecot_tls_server.account()
+    append(account, mail(subject="over tls"))
+    port = dovecot_tls_server.imaps_port if security == "ssl" else dovecot_tls_server.port
+    box = MailboxConfig(name="support", address=SUPPORT, imap_host="127.0.0.1", imap_port=port,
+                        imap_security=security, imap_user=account.user,
+                        imap_password=Secret(None, "imap_password", plain=account.password))
+    settings = Settings(mailboxes=[box], tickets=TicketsConfig(autoreply=False))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        fetch_once(database, settings, box)
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot_tls_server.cert))
+    assert fetch_once(database, settings, box).report.created
