@@ -268,3 +268,22 @@ def test_real_command_demo_then_spec_query(tmp_path):
     real.write_bytes(b"")
     refused = _run(["demo", "--db", str(real), "--no-open"], env)
     assert refused.returncode == 1 and "not a demo database" in refused.stderr
+
+
+def test_doctor_reports_config_database_and_mailbox_health(cli, cli_env, database):
+    healthy = cli("doctor")
+    assert healthy.exit_code == 0, healthy.output
+    assert "ok   database" in healthy.output
+    from supportdesk.models import MailboxState, utcnow
+
+    with database.write() as session:
+        session.add(MailboxState(mailbox="support", last_uid=0, last_error="LoginError: authentication failed",
+                                 last_error_at=utcnow()))
+    Path(cli_env["SUPPORTDESK_CONFIG"]).write_text(
+        '[[mailbox]]\nname = "support"\naddress = "support@example.test"\n'
+        '[smtp]\nhost = "127.0.0.1"\nport = 9\npassword = "plain"\n', encoding="utf-8")
+    sick = cli("doctor")
+    assert sick.exit_code == 1
+    assert "FAIL mailbox support" in sick.output and "authentication failed" in sick.output
+    assert "FAIL secret smtp.password" in sick.output
+    assert "FAIL SMTP" in sick.output
