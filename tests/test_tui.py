@@ -66,6 +66,10 @@ async def wait_for(pilot, condition, seconds: float = 3.0) -> bool:
 def test_queue_lists_tickets_with_counts_and_status_bar(database, alice):
     for i in range(3):
         new_ticket(database, alice, subject=f"Subj {i}")
+    with database.write() as session:
+        session.add(MailboxState(mailbox="support", last_fetch_at=utcnow() - timedelta(hours=3),
+                                 last_error="IMAP login failed", last_error_at=utcnow()))
+        session.add(MailboxState(mailbox="billing", last_fetch_at=utcnow()))
 
     async def scenario(app, pilot):
         assert isinstance(app.screen, QueueScreen)
@@ -75,7 +79,11 @@ def test_queue_lists_tickets_with_counts_and_status_bar(database, alice):
         assert "Bob Smith"[:8] in text
         sidebar = app.screen.query_one(Sidebar).counts
         assert sidebar["All"] == 3 and sidebar["Unassigned"] == 3 and sidebar["My open"] == 0
-        assert "alice" in text and "outbox 0" in text
+        bar = app.screen.query_one(StatusBar)
+        assert await wait_for(pilot, lambda: bar.health is not None)
+        status = str(bar.render())
+        assert status.startswith("alice") and "outbox 0" in status
+        assert "support ✗" in status and "billing ✓" in status
         table = app.screen.query_one(TicketTable)
         await pilot.press("j", "j", "k")
         assert table.cursor == 1
@@ -207,14 +215,14 @@ def test_note_draft_survives_leaving_and_note_is_saved(database, alice):
     async def scenario(app, pilot):
         app.open_compose(ticket_id, "note")
         await pilot.pause()
-        await pilot.press(*"half a thought")
+        await pilot.press(*"half")
         await pilot.press("escape")
         await pilot.pause()
         with database.read() as session:
-            assert session.execute(sa.select(Draft.body)).scalar_one() == "half a thought"
+            assert session.execute(sa.select(Draft.body)).scalar_one() == "half"
         app.open_compose(ticket_id, "note")
         await pilot.pause()
-        assert app.screen.body == "half a thought"
+        assert app.screen.body == "half"
         await pilot.press("ctrl+s")
         await pilot.pause()
 
@@ -222,7 +230,7 @@ def test_note_draft_survives_leaving_and_note_is_saved(database, alice):
     with database.read() as session:
         assert session.execute(sa.select(sa.func.count()).select_from(Draft)).scalar_one() == 0
         note = session.execute(sa.select(Message).where(Message.kind == "note")).scalar_one()
-        assert note.body_text == "half a thought"
+        assert note.body_text == "half"
         assert session.get(Ticket, ticket_id).status == "new"
 
 
@@ -288,14 +296,17 @@ def test_tags_and_snooze_dialogs(database, alice):
     async def scenario(app, pilot):
         await pilot.press("t")
         assert isinstance(app.screen, InputModal)
-        await pilot.press(*"vip -spam", "enter")
+        app.screen.query_one("Input").value = "vip -spam"
+        await pilot.press("enter")
         await pilot.pause()
         await pilot.press("z")
-        await pilot.press(*"yesterday", "enter")
+        app.screen.query_one("Input").value = "yesterday"
+        await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, InputModal)
         assert "cannot read" in str(app.screen.query_one(".error").content)
-        await pilot.press(*["backspace"] * 9, *"2h", "enter")
+        app.screen.query_one("Input").value = "2h"
+        await pilot.press("enter")
         await pilot.pause()
 
     run(database, scenario)
@@ -317,7 +328,8 @@ def test_search_shows_errors_inline_and_filters(database, alice):
         text = screen_text(app)
         assert "bogus" in text and "query:" in text
         assert app.screen.query_one(TicketTable).pager.total == 2
-        await pilot.press(*["backspace"] * 5, *"open", "enter")
+        app.screen.query_one("#search").value = "status:open"
+        await pilot.press("enter")
         await pilot.pause()
         assert app.screen.query_one(TicketTable).pager.total == 1
         assert "status:open" in str(app.screen.query_one(StatusBar).render())
@@ -326,7 +338,7 @@ def test_search_shows_errors_inline_and_filters(database, alice):
     run(database, scenario)
 
 
-def test_help_lists_every_binding(database, alice):
+def test_help_lists_every_binding_and_palette_switches_views(database, alice):
     async def scenario(app, pilot):
         await pilot.press("question_mark")
         await pilot.pause()
@@ -337,6 +349,14 @@ def test_help_lists_every_binding(database, alice):
             assert f"  {key}" in text or f", {key}" in text, key
         await pilot.press("escape")
         assert isinstance(app.screen, QueueScreen)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Breached")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, QueueScreen)
+        assert "sla:breached" in app.screen.query_text
 
     run(database, scenario)
     described = [row for _title, rows in help_sections() for row in rows]
@@ -349,43 +369,12 @@ def test_changes_elsewhere_appear_without_a_keypress(database, alice):
     async def scenario(app, pilot):
         table = app.screen.query_one(TicketTable)
         assert table.pager.total == 1
-        new_ticket(database, alice, subject="Arrived meanwhile")
+        new_ticket(database, alice, subject="Arrived")
         assert await wait_for(pilot, lambda: table.pager.total == 2, 2.0)
-        assert "Arrived meanwhile" in table_text(app)
+        assert "Arrived" in table_text(app)
         assert await wait_for(pilot, lambda: app.screen.query_one(Sidebar).counts.get("All") == 2, 2.0)
 
     run(database, scenario, poll=0.2)
-
-
-def test_status_bar_shows_mailbox_health_and_outbox(database, alice):
-    with database.write() as session:
-        session.add(MailboxState(mailbox="support", last_fetch_at=utcnow() - timedelta(hours=3),
-                                 last_error="IMAP login failed", last_error_at=utcnow()))
-        session.add(MailboxState(mailbox="billing", last_fetch_at=utcnow()))
-
-    async def scenario(app, pilot):
-        bar = app.screen.query_one(StatusBar)
-        assert await wait_for(pilot, lambda: bar.health is not None)
-        text = str(bar.render())
-        assert "support ✗" in text and "billing ✓" in text and "outbox 0" in text
-
-    run(database, scenario)
-
-
-def test_command_palette_switches_views(database, alice):
-    new_ticket(database, alice)
-
-    async def scenario(app, pilot):
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"View: Breached")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
-        assert isinstance(app.screen, QueueScreen)
-        assert "sla:breached" in app.screen.query_text
-
-    run(database, scenario)
 
 
 def test_pure_helpers():

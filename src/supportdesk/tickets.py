@@ -258,18 +258,18 @@ def add_message(
     raw_message_id: int | None = None,
     author_agent_id: int | None = None,
     record_event: bool = True,
-) -> Message:
+) -> "StoredMessage":
     """Append a message to a ticket's thread and keep the ticket's summary fields in step."""
     _check_choice("message kind", kind, MESSAGE_KINDS)
     now = created_at or utcnow()
-    message = Message(
+    subject = subject or ticket.subject
+    message_pk = session.execute(Message.__table__.insert().values(
         ticket_id=ticket.id, kind=kind, author_agent_id=author_agent_id, from_addr=from_addr, from_name=from_name,
-        to_addrs=json.dumps(list(to)), cc_addrs=json.dumps(list(cc)), subject=subject or ticket.subject,
-        body_text=body, message_id=message_id, in_reply_to=in_reply_to, references=" ".join(references),
-        auto=auto, raw_message_id=raw_message_id, created_at=now,
-    )
-    session.add(message)
-    session.flush()
+        to_addrs=json.dumps(list(to)), cc_addrs=json.dumps(list(cc)), subject=subject, body_text=body,
+        message_id=message_id, in_reply_to=in_reply_to, references=" ".join(references), auto=auto,
+        raw_message_id=raw_message_id, created_at=now,
+    ).returning(Message.__table__.c.id)).scalar_one()
+    message = StoredMessage(message_pk, ticket.id, kind, message_id, subject)
     values: dict = {"message_count": Ticket.message_count + 1, "updated_at": max(now, ticket.updated_at)}
     if kind in ("inbound", "call", "chat", "social"):
         values["last_inbound_at"] = now
@@ -284,8 +284,20 @@ def add_message(
     return message
 
 
+@dataclass(frozen=True)
+class StoredMessage:
+    """What callers need of a message just written (cheaper than an ORM object)."""
+
+    id: int
+    ticket_id: int
+    kind: str
+    message_id: str | None
+    subject: str
+
+
 def record(session: Session, ticket_id: int, actor: Actor, field_name: str, old, new, at: datetime | None = None):
-    session.add(Event(
+    """One audit event (who, when, what, old, new)."""
+    session.execute(Event.__table__.insert().values(
         ticket_id=ticket_id, actor=actor.login, at=at or utcnow(), field=field_name,
         old=None if old is None else str(old), new=None if new is None else str(new),
     ))

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from supportdesk.config import Settings
 from supportdesk.mail.compose import OutgoingMail, build_message, envelope_recipients, make_message_id, reply_subject
 from supportdesk.models import Customer, Message, Outbox, Participant, Queue, Ticket, utcnow
-from supportdesk.tickets import Actor, InvalidError, add_message
+from supportdesk.tickets import Actor, InvalidError, StoredMessage, add_message
 
 REPLYABLE_KINDS = ("inbound", "outbound")
 
@@ -57,7 +57,7 @@ def queue_reply(
     auto: bool = False,
     to: Sequence[str] | None = None,
     cc: Sequence[str] | None = None,
-) -> Message:
+) -> StoredMessage:
     """Compose a reply and put it in the outbox in the caller's transaction.
 
     The message appears in the thread at once with delivery `queued`; the SMTP
@@ -89,11 +89,10 @@ def queue_reply(
         from_name=mail.from_name, to=mail.to, cc=mail.cc, created_at=now, message_id=mail.message_id,
         in_reply_to=in_reply_to, references=references, auto=auto, author_agent_id=actor.agent_id,
     )
-    session.add(Outbox(
+    session.execute(Outbox.__table__.insert().values(
         ticket_id=ticket.id, message_id=message.id, status="queued", envelope_from="" if auto else from_addr,
-        envelope_to=json.dumps(envelope_recipients(mail)), raw=raw, next_attempt_at=now, created_at=now,
+        envelope_to=json.dumps(envelope_recipients(mail)), raw=raw, attempts=0, next_attempt_at=now, created_at=now,
     ))
-    session.flush()
     return message
 
 

@@ -37,22 +37,23 @@ class ConsoleCommands(Provider):
     """ctrl+p: every view, search, help, and the actions of the current screen."""
 
     def _commands(self) -> list[tuple[str, object, str]]:
-        app = self.app
-        screen = app.screen
+        app, screen = self.app, self.screen
         commands: list[tuple[str, object, str]] = [
-            ("Search tickets", partial(screen.run_action, "search"), "query language, /"),
             ("Help: every key", app.action_help, "?"),
             ("Quit", app.exit, "q on the queue list"),
         ]
         if isinstance(screen, QueueScreen):
             from supportdesk.tui.widgets.sidebar import Sidebar
 
+            commands.append(("Search tickets", screen.action_search, "query language, /"))
             for view in screen.query_one(Sidebar).views:
-                commands.append((f"View: {view.name}", partial(screen.show_view, view), view.query))
+                commands.append((f"View: {view.name}", partial(screen.show_view, view), view.query or "everything"))
         if isinstance(screen, (QueueScreen, TicketScreen)):
             for binding in ACTION_BINDINGS:
-                commands.append((f"Ticket: {binding.description}", partial(screen.run_action, binding.action),
+                commands.append((f"Ticket: {binding.description}", getattr(screen, f"action_{binding.action}"),
                                  f"key {binding.key}"))
+            commands.append(("Ticket: Reply", partial(screen.action_compose, "reply"), "key r"))
+            commands.append(("Ticket: Internal note", partial(screen.action_compose, "note"), "key n"))
         return commands
 
     async def discover(self) -> Hits:
@@ -123,6 +124,7 @@ class SupportDeskApp(App):
             while not worker.is_cancelled:
                 if sqlite:
                     version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+                    conn.rollback()
                     if last is not None and version != last:
                         self.post_message(DataChanged())
                     last = version

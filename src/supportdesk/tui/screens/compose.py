@@ -44,7 +44,7 @@ class ComposeScreen(Screen):
         yield TextArea(load_draft(self.app.database, self.app.login, self.ticket_id, self.kind), id="body")
         with Horizontal(id="compose-options"):
             yield Label("Status after sending: ")
-            default = "pending" if self.kind == "reply" else Select.BLANK
+            default = "pending" if self.kind == "reply" else Select.NULL
             yield Select([(s, s) for s in STATUSES], value=default, allow_blank=True, prompt="unchanged",
                          id="after-status")
         yield Footer()
@@ -67,7 +67,7 @@ class ComposeScreen(Screen):
             self.notify("Nothing to send", severity="warning")
             return
         status = self.query_one(Select).value
-        status = None if status is Select.BLANK else str(status)
+        status = None if status is Select.NULL else str(status)
         try:
             send(self.app.database, self.app.settings, self.app.login, self.ticket_id, self.kind, self.body, status)
         except (ServiceError, DatabaseError, ConfigError) as exc:
@@ -94,6 +94,7 @@ class ComposeScreen(Screen):
             path.unlink(missing_ok=True)
 
     def action_leave(self) -> None:
+        self.keep_draft()
         self.app.pop_screen()
 
     def on_unmount(self) -> None:

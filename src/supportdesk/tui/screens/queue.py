@@ -145,6 +145,10 @@ class QueueScreen(TicketActions, Screen):
         self.table.selected.clear()
         self.data_changed()
 
+    def on_screen_resume(self) -> None:
+        if self.table.pager is not None:
+            self.data_changed()
+
     def data_changed(self) -> None:
         """Someone (maybe us) committed: re-read what is on screen, recount the views."""
         self.table.reload()

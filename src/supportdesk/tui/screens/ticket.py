@@ -154,6 +154,10 @@ class TicketScreen(TicketActions, Screen):
     def changed(self) -> None:
         self.load(keep_scroll=True)
 
+    def on_screen_resume(self) -> None:
+        if self.view is not None:
+            self.data_changed()
+
     def data_changed(self) -> None:
         """Reload only when this ticket moved on, and say so."""
         if ticket_version(self.app.database, self.ticket_id) != self.version:
