@@ -161,3 +161,27 @@ def test_a_pause_never_brings_a_due_time_earlier(changes, pause_at, pause_len):
     after = compute(History(MON, statuses=paused), policy(), now=MON).targets["resolution"].due
     if before is not None and after is not None:
         assert after >= before
+
+
+BERLIN = build_calendar("berlin", {"timezone": "Europe/Berlin", "holidays": ["2026-03-30"],
+                                   "hours": {"mon": ["09:00-12:00", "13:00-17:30"], "tue": ["22:00-06:00"],
+                                             "fri": ["00:30-03:00"], "sun": ["01:00-04:00"]}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.integers(0, 60 * 24 * 40), length=st.integers(0, 60 * 24 * 30), minutes=st.floats(0, 5000))
+def test_indexed_business_time_agrees_with_the_calendar(a, length, minutes):
+    """The bulk index gives exactly the calendar's answers (DST weeks in March/October included)."""
+    from supportdesk.sla.calendar import add_business_minutes
+    from supportdesk.sla.clock import BusinessTime
+
+    window_start = datetime(2026, 3, 10, tzinfo=UTC)
+    index = BusinessTime.indexed(BERLIN, window_start, window_start + timedelta(days=50))
+    for offset_days in (0, 205):  # spring forward, fall back
+        start = window_start + timedelta(days=offset_days, minutes=a)
+        if offset_days:
+            index = BusinessTime.indexed(BERLIN, window_start + timedelta(days=offset_days),
+                                         window_start + timedelta(days=offset_days + 50))
+        end = start + timedelta(minutes=length)
+        assert index.between(start, end) == business_minutes_between(BERLIN, start, end)
+        assert index.add(start, minutes) == add_business_minutes(BERLIN, start, minutes)

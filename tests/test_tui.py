@@ -95,6 +95,10 @@ def test_queue_lists_tickets_with_counts_and_status_bar(database, alice):
 
 def test_untrusted_text_renders_literally_everywhere(database, alice):
     ticket_id = new_ticket(database, alice, subject=EVIL, name=EVIL, body=f"body {EVIL}\n[/]")
+    with database.write() as session:
+        from supportdesk.tickets import ensure_queue
+
+        ensure_queue(session, "[/b]Q", "q@example.test")
 
     async def scenario(app, pilot):
         text = screen_text(app)
@@ -109,11 +113,44 @@ def test_untrusted_text_renders_literally_everywhere(database, alice):
         assert "body [bold red]x[/b]" in text
         await pilot.click("#thread", offset=(5, 2))
         assert app.is_running
+        await pilot.press("m")
+        assert isinstance(app.screen, ChoiceModal)
+        await pilot.press("end", "enter")
+        await pilot.pause()
+        assert app.is_running and isinstance(app.screen, TicketScreen)
+        assert "[/b]Q" in str(app.screen.query_one("#side-text").content)
+        await pilot.press("escape")
+        assert isinstance(app.screen, QueueScreen)
+        assert "[/b]Q" in screen_text(app)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        assert app.is_running
+
+    run(database, scenario)
+    with database.read() as session:
+        assert session.get(Ticket, ticket_id).queue_id == 3
+
+
+def test_quarantine_view_lists_unparsable_mail(database, alice):
+    from supportdesk.models import RawMessage
+
+    with database.write() as session:
+        session.add(RawMessage(mailbox="support", content_sha256="0" * 64, raw=b"x", state="quarantined",
+                               error=f"bad header {EVIL}"))
+
+    async def scenario(app, pilot):
+        sidebar = app.screen.query_one(Sidebar)
+        assert await wait_for(pilot, lambda: sidebar.counts.get("Quarantine") == 1)
+        sidebar.focus()
+        sidebar.highlighted = [v.name for v in sidebar.views].index("Quarantine")
+        await pilot.press("enter")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "bad header [bold red]x[/b]" in text and "\x1b" not in text
         await pilot.press("escape")
         assert isinstance(app.screen, QueueScreen)
 
     run(database, scenario)
-    assert ticket_id
 
 
 def test_table_is_virtual_and_pages_by_keyset(database, alice):

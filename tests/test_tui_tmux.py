@@ -1,4 +1,4 @@
-"""The console in a real terminal (tmux, 80×24): open, move, read, reply, quit."""
+"""The console in a real terminal (tmux, 80×24): open, read, unfold, reply via $EDITOR, quit."""
 
 from __future__ import annotations
 
@@ -53,12 +53,15 @@ def test_walk_through_the_console_in_tmux(tmux, database, alice, cli_env, tmp_pa
         create_ticket(session, alice, requester_email="dan@acme.test", requester_name="Dan", subject=EVIL,
                       body="Our printer is on fire.\n\nOn Mon, Support wrote:\n> did you try turning it off")
     exe = Path(sys.executable).parent / "supportdesk"
-    env = " ".join(f"{k}={v}" for k, v in cli_env.items())
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nprintf '\\nCrew dispatched.' >> \"$1\"\n", encoding="utf-8")
+    editor.chmod(0o755)
+    env = " ".join(f"{k}={v}" for k, v in cli_env.items()) + f" EDITOR={editor} VISUAL="
     done = tmp_path / "exit-code"
     tmux("new-session", "-d", "-s", "desk", "-x", "80", "-y", "24",
          f"env {env} TERM=xterm-256color {exe} --as alice; echo $? > {done}; sleep 5")
     screen = wait_screen(tmux, "Older one")
-    assert "[bold red]x[/b] [@" in screen
+    assert "Dan      [bold red]x[/" in screen, screen
     assert "pwned" not in tmux("display-message", "-p", "-t", "desk", "#{pane_title}")
     tmux("send-keys", "-t", "desk", "Enter")
     screen = wait_screen(tmux, "printer is on fire")
@@ -70,6 +73,8 @@ def test_walk_through_the_console_in_tmux(tmux, database, alice, cli_env, tmp_pa
     wait_screen(tmux, "Reply to #2")
     tmux("send-keys", "-t", "desk", "-l", "Sending a fire crew.")
     wait_screen(tmux, "fire crew")
+    tmux("send-keys", "-t", "desk", "C-e")
+    wait_screen(tmux, "Crew dispatched")
     tmux("send-keys", "-t", "desk", "C-s")
     wait_screen(tmux, "[queued]")
     tmux("send-keys", "-t", "desk", "Escape")
@@ -82,4 +87,4 @@ def test_walk_through_the_console_in_tmux(tmux, database, alice, cli_env, tmp_pa
     with database.read() as session:
         assert session.execute(sa.select(Ticket.status).where(Ticket.id == 2)).scalar() == "pending"
         reply = session.execute(sa.select(Message.body_text).where(Message.kind == "outbound")).scalar_one()
-    assert reply == "Sending a fire crew."
+    assert reply == "Sending a fire crew.\nCrew dispatched."

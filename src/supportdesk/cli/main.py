@@ -68,7 +68,7 @@ def main(
 
 
 def _register() -> None:
-    from supportdesk.cli import agents, db, mail, setup, tickets
+    from supportdesk.cli import agents, daemon, db, mail, outbox, setup, sla, tickets
 
     app.add_typer(tickets.app, name="tickets")
     app.add_typer(agents.app, name="agents")
@@ -76,10 +76,9 @@ def _register() -> None:
     app.add_typer(db.app, name="db")
     setup.register(app)
     mail.register(app)
-    from supportdesk.cli import outbox as outbox_cli
-    outbox_cli.register(app)
-    from supportdesk.cli import sla as sla_cli
-    sla_cli.register(app)
+    outbox.register(app)
+    sla.register(app)
+    daemon.register(app)
 
 
 _register()

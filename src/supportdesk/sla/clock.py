@@ -27,11 +27,12 @@ Due times do not depend on "now"; only the states and used minutes do.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
-from supportdesk.sla.calendar import BusinessCalendar, add_business_minutes, business_minutes_between
+from supportdesk.sla.calendar import BusinessCalendar, add_business_minutes, business_minutes_between, open_spans
 
 TARGETS = ("first_response", "next_response", "resolution")
 STOPPED_STATUSES = frozenset({"solved", "closed"})
@@ -98,6 +99,74 @@ class Targets:
 
 Span = tuple[datetime, "datetime | None"]  # a running interval; end None = still running
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
+class BusinessTime:
+    """Business-time arithmetic on one calendar, optionally indexed over a window.
+
+    Unindexed, it calls the calendar functions.  `indexed(cal, start, end)`
+    precomputes cumulative business microseconds at every opening in the
+    window, so "minutes between" and "plus N minutes" become two bisections
+    (exact integer microseconds, the same answers as the calendar's) — that is
+    what makes recomputing 100,000 tickets take seconds.  Outside the window
+    it falls back to the calendar.
+    """
+
+    def __init__(self, cal: BusinessCalendar):
+        self.cal = cal
+        self._lo = self._hi = None
+
+    @classmethod
+    def indexed(cls, cal: BusinessCalendar, start: datetime, end: datetime) -> "BusinessTime":
+        self = cls(cal)
+        starts, ends, before, after = [], [], [], []
+        total = 0
+        for a, b in open_spans(cal, start, end):
+            sa_, sb = (a - _EPOCH) // _US, (b - _EPOCH) // _US
+            starts.append(sa_)
+            ends.append(sb)
+            before.append(total)
+            total += sb - sa_
+            after.append(total)
+        self._lo, self._hi = (start - _EPOCH) // _US, (end - _EPOCH) // _US
+        self._starts, self._ends, self._before, self._after = starts, ends, before, after
+        return self
+
+    def _cum(self, x: int) -> int:
+        i = bisect_right(self._starts, x) - 1
+        if i < 0:
+            return 0
+        return self._before[i] + min(x, self._ends[i]) - self._starts[i]
+
+    def between(self, a: datetime, b: datetime) -> float:
+        """Business minutes in [a, b)."""
+        if self._lo is None:
+            return business_minutes_between(self.cal, a, b)
+        x, y = (a - _EPOCH) // _US, (b - _EPOCH) // _US
+        if x < self._lo or y > self._hi:
+            return business_minutes_between(self.cal, a, b)
+        if y <= x:
+            return 0.0
+        return (self._cum(y) - self._cum(x)) / 60e6
+
+    def add(self, a: datetime, minutes: float) -> datetime:
+        """The instant at which `minutes` business minutes have passed after `a`."""
+        if self._lo is None or not minutes:
+            return add_business_minutes(self.cal, a, minutes)
+        x = (a - _EPOCH) // _US
+        if x < self._lo:
+            return add_business_minutes(self.cal, a, minutes)
+        step = timedelta(minutes=minutes) // _US
+        if not step:
+            return a.astimezone(timezone.utc)
+        target = self._cum(x) + step
+        i = bisect_left(self._after, target)  # the first opening that reaches the target
+        if i >= len(self._after):
+            return add_business_minutes(self.cal, a, minutes)
+        return _EPOCH + _US * (self._starts[i] + target - self._before[i])
+
 
 def running_spans(history: History, pause_on: Iterable[str]) -> list[Span]:
     """The intervals in which the clock runs, in order; the last may be open-ended."""
@@ -126,8 +195,8 @@ def final_status(history: History) -> str:
     return changes[-1][1] if changes else history.initial_status
 
 
-def _measure(cal: BusinessCalendar, spans: Sequence[Span], begin: datetime, end: datetime | None,
-             minutes: float, now: datetime) -> tuple[datetime | None, datetime | None, float]:
+def _measure(cal: "BusinessTime", spans: Sequence[Span], begin: datetime, end: datetime | None,
+             minutes: float, now: datetime | None) -> tuple[datetime | None, datetime | None, float]:
     """Walk the running spans clipped to [begin, end): (breach instant, pending due, used minutes).
 
     The breach instant is when used time reaches ``minutes`` (may be in the
@@ -150,23 +219,27 @@ def _measure(cal: BusinessCalendar, spans: Sequence[Span], begin: datetime, end:
         if b is None:
             # Open-ended: still running now.
             if breach is None:
-                due = add_business_minutes(cal, a, max(remaining, 0.0))
+                due = cal.add(a, max(remaining, 0.0))
                 breach = due
             else:
                 due = breach
-            used += business_minutes_between(cal, a, now) if now > a else 0.0
+            if now is not None and now > a:
+                used += cal.between(a, now)
             break
-        length = business_minutes_between(cal, a, b)
+        length = cal.between(a, b)
         if breach is None and length >= remaining:
-            breach = add_business_minutes(cal, a, remaining)
+            breach = cal.add(a, remaining)
         remaining -= length
         used += length
     return breach, due, used
 
 
-def compute(history: History, policy: Policy, now: datetime) -> Targets:
-    """Every target's state for one ticket at ``now``."""
-    cal = policy.calendar
+def compute(history: History, policy: Policy, now: datetime, clock: BusinessTime | None = None,
+            *, usage: bool = True) -> Targets:
+    """Every target's state for one ticket at ``now``; ``clock`` (an indexed `BusinessTime`
+    on the policy's calendar) speeds up bulk work; ``usage=False`` skips the business time
+    used so far (the due columns do not need it)."""
+    cal = clock if clock is not None else BusinessTime(policy.calendar)
     spans = running_spans(history, policy.pause_on)
     current = final_status(history)
     stopped = current in STOPPED_STATUSES
@@ -192,7 +265,7 @@ def compute(history: History, policy: Policy, now: datetime) -> Targets:
         if minutes is None or begin is None:
             results[name] = TargetState(name, "none", target_minutes=minutes)
             return
-        breach, due, used = _measure(cal, spans, begin, met, minutes, now)
+        breach, due, used = _measure(cal, spans, begin, met, minutes, now if usage else None)
         breached_at = breach if breach is not None and (met is None or breach < met) and breach <= now else None
         if met is not None:
             state = "breached" if breached_at else "met"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ from supportdesk.models import STATUSES, SYSTEM_ACTOR, Event, Message, Ticket, u
 from supportdesk.query import QueryContext, QueryError, compile_query, parse_query
 from supportdesk.sla.calendar import BusinessCalendar, CalendarError, build_calendar
 from supportdesk.sla.clock import (
-    CUSTOMER_KINDS, DEFAULT_PAUSE_ON, STOPPED_STATUSES, TARGETS, History, Policy, Targets, compute,
+    CUSTOMER_KINDS, DEFAULT_PAUSE_ON, STOPPED_STATUSES, TARGETS, BusinessTime, History, Policy, Targets, compute,
 )
 
 T = Ticket.__table__.c
@@ -179,19 +179,51 @@ def recompute(session: Session, settings: Settings, ticket_ids: Iterable[int], n
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start:start + _CHUNK]
         histories, current = load_histories(session, chunk)
+        clocks = _indexes(config, histories.values(), now) if len(chunk) > 20 else {}
         for ticket_id in chunk:
             policy = config.policy(chosen[ticket_id])
-            result = compute(histories[ticket_id], policy, now)
+            result = compute(histories[ticket_id], policy, now, clocks.get(policy.calendar.name), usage=False)
             row = {"p": policy.name, **result.columns}
             if current[ticket_id] != row:
                 updates.append({"tid": ticket_id, **row})
     if updates:
-        stmt = (sa.update(Ticket.__table__).where(T.id == sa.bindparam("tid"))
-                .values(sla_policy=sa.bindparam("p"), **{c: sa.bindparam(c, type_=T[c].type) for c in DUE_COLUMNS})
-                .execution_options(synchronize_session=False))
-        session.connection().execute(stmt, updates)
+        _write(session, updates)
         _refresh_identity_map(session, {u["tid"]: u for u in updates})
     return changed + len(updates)
+
+
+def _write(session: Session, updates: list[dict]) -> None:
+    """One executemany; on SQLite straight to the driver in SQLAlchemy's own text format for
+    DateTime (naive UTC, microseconds), which skips per-row bind processing."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        def text(v):
+            return None if v is None else v.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        conn.exec_driver_sql(
+            "UPDATE tickets SET sla_policy = ?, first_response_due = ?, next_response_due = ?, resolution_due = ? "
+            "WHERE id = ?",
+            [(u["p"], text(u["first_response_due"]), text(u["next_response_due"]), text(u["resolution_due"]), u["tid"])
+             for u in updates],
+        )
+        return
+    stmt = (sa.update(Ticket.__table__).where(T.id == sa.bindparam("tid"))
+            .values(sla_policy=sa.bindparam("p"), **{c: sa.bindparam(c, type_=T[c].type) for c in DUE_COLUMNS})
+            .execution_options(synchronize_session=False))
+    conn.execute(stmt, updates)
+
+
+def _indexes(config: SlaConfig, histories: Iterable[History], now: datetime) -> dict[str, BusinessTime]:
+    """One business-time index per calendar over the chunk's window (plus room for the due times)."""
+    histories = list(histories)
+    if not histories:
+        return {}
+    start = min(h.created_at for h in histories) - timedelta(days=2)
+    latest = max([now] + [h.statuses[-1][0] for h in histories if h.statuses]
+                 + [m[0] for h in histories for m in h.messages[-1:]])
+    end = latest + timedelta(days=120)
+    calendars = {rule.policy.calendar.name: rule.policy.calendar for rule in config.rules}
+    return {name: BusinessTime.indexed(cal, start, end) for name, cal in calendars.items()}
 
 
 def _any_due_or_policy():
@@ -241,41 +273,79 @@ def choose_policies(session: Session, config: SlaConfig, where, now: datetime) -
     return chosen
 
 
+def _when(value) -> datetime | None:
+    """Driver value → aware UTC (SQLite gives text, PostgreSQL naive datetimes); skipping the ORM's
+    type processing halves the load time of 100,000 histories."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value + "+00:00")
+    return value.replace(tzinfo=timezone.utc)
+
+
+_TICKETS_SQL = sa.text(
+    "SELECT id, created_at, updated_at, solved_at, closed_at, status, sla_policy, first_response_due, "
+    "next_response_due, resolution_due FROM tickets WHERE id IN :ids"
+).bindparams(sa.bindparam("ids", expanding=True))
+_STATUS_SQL = sa.text(
+    "SELECT ticket_id, at, old, new FROM events WHERE field = 'status' AND ticket_id IN :ids ORDER BY ticket_id, at, id"
+).bindparams(sa.bindparam("ids", expanding=True))
+_MESSAGES_SQL = sa.text(
+    "SELECT ticket_id, created_at, kind, auto FROM messages WHERE ticket_id IN :ids AND kind IN :kinds"
+).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("kinds", expanding=True))
+
+
+def _runner(session: Session):
+    """Run a text query and return all rows; on SQLite through the raw driver cursor (same
+    connection and transaction), which is several times faster than fetching via Core."""
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        return lambda stmt, params: conn.execute(stmt, params).all()
+    raw = conn.connection.driver_connection
+
+    def run(stmt, params):
+        sql, args = stmt.text, []
+        for name, values in params.items():
+            sql = sql.replace(f":{name}", "(" + ",".join("?" * len(values)) + ")")
+        # parameters appear in the SQL in the order the dict lists them
+        for name in sorted(params, key=lambda n: stmt.text.index(f":{n}")):
+            args.extend(params[name])
+        return raw.execute(sql, args).fetchall()
+
+    return run
+
+
 def load_histories(session: Session, ids: Sequence[int]) -> tuple[dict[int, History], dict[int, dict]]:
     """Histories of these tickets (three queries) and their current SLA columns."""
-    E, M = Event.__table__.c, Message.__table__.c
-    tickets = session.execute(
-        sa.select(T.id, T.created_at, T.updated_at, T.solved_at, T.closed_at, T.status, T.sla_policy,
-                  *[T[c] for c in DUE_COLUMNS]).where(T.id.in_(ids))
-    ).all()
+    ids = list(ids)
+    run = _runner(session)
     statuses: dict[int, list] = {i: [] for i in ids}
     first_old: dict[int, str] = {}
-    for ticket_id, at, old, new in session.execute(
-        sa.select(E.ticket_id, E.at, E.old, E.new).where(E.ticket_id.in_(ids), E.field == "status")
-        .order_by(E.ticket_id, E.at, E.id)
-    ):
+    for ticket_id, at, old, new in run(_STATUS_SQL, {"ids": ids}):
         if ticket_id not in first_old and old:
             first_old[ticket_id] = old
-        statuses[ticket_id].append((at, new))
+        statuses[ticket_id].append((_when(at), new))
     messages: dict[int, list] = {i: [] for i in ids}
-    for ticket_id, at, kind, auto in session.execute(
-        sa.select(M.ticket_id, M.created_at, M.kind, M.auto)
-        .where(M.ticket_id.in_(ids), M.kind.in_(sorted(CUSTOMER_KINDS | {"outbound"})))
-    ):
-        messages[ticket_id].append((at, kind, bool(auto)))
+    kinds = sorted(CUSTOMER_KINDS | {"outbound"})
+    for ticket_id, at, kind, auto in run(_MESSAGES_SQL, {"ids": ids, "kinds": kinds}):
+        messages[ticket_id].append((_when(at), kind, bool(auto)))
     histories: dict[int, History] = {}
     current: dict[int, dict] = {}
-    for row in tickets:
-        changes = statuses[row.id]
-        initial = first_old.get(row.id, "new") if changes else "new"
+    for (tid, created, updated, solved, closed, status, policy_name, fr, nr, res) in run(_TICKETS_SQL, {"ids": ids}):
+        created = _when(created)
+        changes = statuses[tid]
+        initial = first_old.get(tid, "new") if changes else "new"
         last = changes[-1][1] if changes else initial
-        if last != row.status:
+        if last != status:
             # History without (all) status events, e.g. an imported ticket: it reached its
             # current status when it was solved/closed, else at its last update.
-            when = {"closed": row.closed_at, "solved": row.solved_at}.get(row.status) or row.updated_at
-            changes = changes + [(max(when, changes[-1][0]) if changes else when, row.status)]
-        histories[row.id] = History(row.created_at, initial, changes, messages[row.id])
-        current[row.id] = {"p": row.sla_policy, **{c: row._mapping[c] for c in DUE_COLUMNS}}
+            when = _when({"closed": closed, "solved": solved}.get(status) or updated)
+            changes = changes + [(max(when, changes[-1][0]) if changes else when, status)]
+        msgs = messages[tid]
+        msgs.sort(key=lambda m: m[0])
+        histories[tid] = History(created, initial, changes, msgs)
+        current[tid] = {"p": policy_name, "first_response_due": _when(fr), "next_response_due": _when(nr),
+                        "resolution_due": _when(res)}
     return histories, current
 
 

@@ -10,12 +10,14 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
 from textual.message import Message
 from textual.worker import get_current_worker
 
 from supportdesk.config import Settings
 from supportdesk.db import Database
 from supportdesk.query import QueryContext
+from supportdesk.text import clean_line
 from supportdesk.tui.data import Health, health
 from supportdesk.tui.screens.actions import ACTION_BINDINGS
 from supportdesk.tui.screens.compose import ComposeScreen
@@ -47,7 +49,8 @@ class ConsoleCommands(Provider):
 
             commands.append(("Search tickets", screen.action_search, "query language, /"))
             for view in screen.query_one(Sidebar).views:
-                commands.append((f"View: {view.name}", partial(screen.show_view, view), view.query or "everything"))
+                commands.append((f"View: {clean_line(view.name)}", partial(screen.show_view, view),
+                                 clean_line(view.query) or "everything"))
         if isinstance(screen, (QueueScreen, TicketScreen)):
             for binding in ACTION_BINDINGS:
                 commands.append((f"Ticket: {binding.description}", getattr(screen, f"action_{binding.action}"),
@@ -58,14 +61,14 @@ class ConsoleCommands(Provider):
 
     async def discover(self) -> Hits:
         for name, callback, help_text in self._commands():
-            yield DiscoveryHit(name, callback, help=help_text)
+            yield DiscoveryHit(Content(name), callback, text=name, help=Content(help_text))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for name, callback, help_text in self._commands():
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+                yield Hit(score, matcher.highlight(name), callback, text=name, help=Content(help_text))
 
 
 class SupportDeskApp(App):

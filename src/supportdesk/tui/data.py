@@ -22,7 +22,15 @@ from supportdesk.mail.intake import QUARANTINED
 from supportdesk.mail.outbox import queue_reply
 from supportdesk.mail.parse import quote_split
 from supportdesk.models import (
-    Agent, Customer, Draft, MailboxState, Outbox, Queue, RawMessage, Ticket, utcnow,
+    Agent,
+    Customer,
+    Draft,
+    MailboxState,
+    Outbox,
+    Queue,
+    RawMessage,
+    Ticket,
+    utcnow,
 )
 from supportdesk.query import Query, QueryContext, QueryError, compile_query, nearest_due, parse_query
 from supportdesk.tickets import Changes, add_message, bulk_update, get_ticket, resolve_actor, update_ticket
@@ -298,16 +306,17 @@ class Health:
 
 
 def health(database: Database, now: datetime) -> Health:
-    O = Outbox.__table__.c
+    box = Outbox.__table__.c
     with database.read() as session:
         boxes = []
         for s in session.execute(sa.select(MailboxState).order_by(MailboxState.mailbox)).scalars():
-            failed = s.last_error and (s.last_fetch_at is None or (s.last_error_at and s.last_error_at > s.last_fetch_at))
+            failed = s.last_error and (s.last_fetch_at is None
+                                       or (s.last_error_at and s.last_error_at > s.last_fetch_at))
             when = s.last_error_at if failed else s.last_fetch_at
             boxes.append((s.mailbox, not failed, age(when, now) if when else "never"))
-        backlog = session.execute(sa.select(sa.func.count()).where(O.status.in_(("queued", "sending", "failed"))))
+        backlog = session.execute(sa.select(sa.func.count()).where(box.status.in_(("queued", "sending", "failed"))))
         outbox = backlog.scalar_one()
-        dead = session.execute(sa.select(sa.func.count()).where(O.status == "dead")).scalar_one()
+        dead = session.execute(sa.select(sa.func.count()).where(box.status == "dead")).scalar_one()
     return Health(boxes, outbox, dead)
 
 

@@ -36,7 +36,7 @@ class TicketActions:
     def _apply(self, changes: Changes, what: str) -> None:
         targets = self.targets()
         if not targets:
-            self.notify("No ticket here", severity="warning")
+            self.notify("No ticket here", severity="warning", markup=False)
             return
 
         def run(confirmed: bool | None = True) -> None:
@@ -45,11 +45,11 @@ class TicketActions:
             try:
                 n = apply_changes(self.app.database, self.app.login, targets, changes)
             except (ServiceError, DatabaseError) as exc:
-                self.notify(str(exc), severity="error", timeout=8)
+                self.notify(str(exc), severity="error", timeout=8, markup=False)
                 self.changed()
                 return
             label = f"#{next(iter(targets))}" if len(targets) == 1 else f"{n} of {len(targets)} tickets"
-            self.notify(f"{what}: {label}" if n else f"{what}: nothing to change")
+            self.notify(f"{what}: {label}" if n else f"{what}: nothing to change", markup=False)
             self.changed()
 
         if len(targets) > 1:
@@ -59,7 +59,7 @@ class TicketActions:
 
     def _choose(self, field: str, values: list[str], make) -> None:
         if not self.targets():
-            self.notify("No ticket here", severity="warning")
+            self.notify("No ticket here", severity="warning", markup=False)
             return
 
         def chosen(value: str | None) -> None:

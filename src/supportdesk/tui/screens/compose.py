@@ -18,8 +18,8 @@ from textual.widgets import Footer, Label, Select, Static, TextArea
 from supportdesk.config import ConfigError
 from supportdesk.db import DatabaseError
 from supportdesk.models import STATUSES
-from supportdesk.tickets import ServiceError
 from supportdesk.text import clean_line
+from supportdesk.tickets import ServiceError
 from supportdesk.tui.data import load_draft, save_draft, send
 
 
@@ -64,17 +64,17 @@ class ComposeScreen(Screen):
 
     def action_send(self) -> None:
         if not self.body.strip():
-            self.notify("Nothing to send", severity="warning")
+            self.notify("Nothing to send", severity="warning", markup=False)
             return
         status = self.query_one(Select).value
         status = None if status is Select.NULL else str(status)
         try:
             send(self.app.database, self.app.settings, self.app.login, self.ticket_id, self.kind, self.body, status)
         except (ServiceError, DatabaseError, ConfigError) as exc:
-            self.notify(str(exc), severity="error", timeout=10)
+            self.notify(str(exc), severity="error", timeout=10, markup=False)
             return
         self.sent = True
-        self.notify("Reply queued for sending" if self.kind == "reply" else "Note saved")
+        self.notify("Reply queued for sending" if self.kind == "reply" else "Note saved", markup=False)
         self.app.pop_screen()
 
     def action_editor(self) -> None:
@@ -89,7 +89,7 @@ class ComposeScreen(Screen):
             self._body = path.read_text(encoding="utf-8")
             self.query_one(TextArea).text = self._body
         except Exception as exc:  # suspend is unsupported by some drivers (headless tests, web)
-            self.notify(f"cannot run {editor}: {exc}", severity="error")
+            self.notify(f"cannot run {editor}: {exc}", severity="error", markup=False)
         finally:
             path.unlink(missing_ok=True)
 

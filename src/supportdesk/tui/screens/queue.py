@@ -119,6 +119,8 @@ class QueueScreen(TicketActions, Screen):
     def action_back(self) -> None:
         if self.query_one("#search", Input).display:
             self.hide_search()
+        elif not self.table.has_focus:
+            self.table.focus()
         elif self.table.selected:
             self.table.selected.clear()
             self.table.refresh()

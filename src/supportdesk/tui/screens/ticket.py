@@ -9,8 +9,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from supportdesk.tickets import NotFoundError
 from supportdesk.text import clean_line, clean_text
+from supportdesk.tickets import NotFoundError
 from supportdesk.tui.data import TicketView, load_ticket, split_quote, ticket_version
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
 from supportdesk.tui.widgets.status_bar import StatusBar
@@ -113,7 +113,7 @@ class TicketScreen(TicketActions, Screen):
         try:
             self.view = load_ticket(self.app.database, self.ticket_id)
         except NotFoundError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             self.app.pop_screen()
             return
         d = self.view.detail

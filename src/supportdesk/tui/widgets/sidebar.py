@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
@@ -21,6 +22,8 @@ def label(view: View, n: int | None, width: int) -> Text:
 
 class Sidebar(OptionList):
     """Views as options; the count column is refreshed from a worker."""
+
+    BINDINGS = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

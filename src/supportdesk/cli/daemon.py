@@ -1,0 +1,49 @@
+"""`supportdesk daemon`"""
+
+from __future__ import annotations
+
+import signal
+
+import typer
+
+from supportdesk.cli.context import app_context
+from supportdesk.config import ConfigError, load_settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command("daemon")(daemon)
+
+
+def daemon(
+    ctx: typer.Context,
+    timer_interval: float = typer.Option(60.0, "--timer-interval", help="Seconds between SLA/automation runs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+):
+    """Fetch mail (IMAP IDLE), send the outbox and run SLA timers, forever. SIGHUP reloads the config."""
+    import logging
+
+    from supportdesk.daemon import Supervisor, configure_logging, parts_for
+
+    app_ctx = app_context(ctx)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    database = app_ctx.database()
+    state = {"settings": app_ctx.settings}
+
+    def make_parts():
+        return parts_for(database, state["settings"], timer_interval=timer_interval)
+
+    supervisor = Supervisor(make_parts)
+
+    def reload(*_):
+        try:
+            state["settings"] = load_settings(app_ctx.config_path)
+        except ConfigError as exc:
+            logging.getLogger("supportdesk.daemon").error("reload refused, keeping the old config: %s", exc,
+                                                          extra={"part": "daemon"})
+            return
+        supervisor.reload.set()
+
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stop.set())
+    signal.signal(signal.SIGHUP, reload)
+    supervisor.serve()
