@@ -58,5 +58,6 @@ def test_migrations_match_the_models(tmp_path):
     with database.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     database.close()
-    diff = [d for d in diff if not (d[0] == "remove_table" and "_fts" in d[1].name)]
+    full_text = ("ticket_text", "fts_pause")  # FTS5 tables live in the migration, not in the models
+    diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith(full_text))]
     assert diff == []

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from supportdesk.config import Settings
 from supportdesk.models import Draft, MailboxState, Message, Outbox, Ticket, utcnow
+from supportdesk.query import QueryContext, parse_query
 from supportdesk.tickets import Changes, add_message, create_ticket, get_ticket, update_ticket
 from supportdesk.tui.app import SupportDeskApp, help_sections
 from supportdesk.tui.data import PAGE, Pager, parse_snooze, parse_tags
@@ -89,6 +90,11 @@ def test_queue_lists_tickets_with_counts_and_status_bar(database, alice):
         assert table.cursor == 1
         await pilot.press("down")
         assert table.cursor == 2 and table.current_row().subject == "Subj 0"
+        await pilot.click(TicketTable, offset=(10, 0))
+        assert table.cursor == 0
+        await pilot.double_click(TicketTable, offset=(10, 1))
+        await pilot.pause()
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == table.pager.row(1).id
 
     run(database, scenario)
 
@@ -179,10 +185,7 @@ def test_table_is_virtual_and_pages_by_keyset(database, alice):
 
     run(database, scenario)
     # Keyset continuation and OFFSET jumps agree with one plain ordered listing (ties on created_at included).
-    from supportdesk.tui.data import Pager as P
-
-    pager = P(database, __import__("supportdesk.query", fromlist=["parse_query"]).parse_query(""),
-              lambda: __import__("supportdesk.query", fromlist=["QueryContext"]).QueryContext(me="alice"))
+    pager = Pager(database, parse_query(""), lambda: QueryContext(me="alice"))
     pager.reload()
     walked = [pager.row(i).id for i in range(pager.total)]
     pager.pages.clear()
@@ -192,6 +195,28 @@ def test_table_is_virtual_and_pages_by_keyset(database, alice):
                         .scalars())
     assert walked == expected
     assert jumped == [expected[249], expected[150], expected[0]]
+
+
+def test_breached_view_shows_the_most_overdue_first_with_countdowns(database, alice):
+    ids = [new_ticket(database, alice, subject=f"S{i}") for i in range(3)]
+    now = utcnow()
+    dues = {ids[0]: now - timedelta(minutes=5), ids[1]: now - timedelta(hours=3), ids[2]: now + timedelta(minutes=30)}
+    with database.write() as session:
+        for ticket_id, due in dues.items():
+            session.execute(sa.update(Ticket).where(Ticket.id == ticket_id).values(first_response_due=due))
+
+    async def scenario(app, pilot):
+        screen = app.screen
+        screen.show_view(next(v for v in screen.query_one(Sidebar).views if v.name == "Breached"))
+        await pilot.pause()
+        table = screen.query_one(TicketTable)
+        assert [table.pager.row(i).id for i in range(table.pager.total)] == [ids[1], ids[0]]
+        assert "-3h" in table_text(app) and "-5m" in table_text(app)
+        screen.show_view(next(v for v in screen.query_one(Sidebar).views if v.name == "All"))
+        await pilot.pause()
+        assert "29m" in table_text(app) or "30m" in table_text(app)
+
+    run(database, scenario)
 
 
 def test_ticket_screen_thread_folding_customer_panel_history(database, alice):
@@ -409,7 +434,7 @@ def test_changes_elsewhere_appear_without_a_keypress(database, alice):
         new_ticket(database, alice, subject="Arrived")
         assert await wait_for(pilot, lambda: table.pager.total == 2, 2.0)
         assert "Arrived" in table_text(app)
-        assert await wait_for(pilot, lambda: app.screen.query_one(Sidebar).counts.get("All") == 2, 2.0)
+        assert await wait_for(pilot, lambda: app.screen.query_one(Sidebar).counts.get("All") == 2, 3.0)
 
     run(database, scenario, poll=0.2)
 

@@ -14,33 +14,36 @@ branch_labels = None
 depends_on = None
 
 
+# One full-text document per ticket (rowid = ticket id): the subject, and every message's subject
+# and text with a private-use separator token between messages, so a phrase never spans two messages.
+# A row in fts_pause (only ever inside a bulk transaction) defers indexing to the bulk code.
+SEP = "' ' || char(57344) || ' '"
+DOC = (
+    "coalesce((SELECT group_concat(d, {sep}) FROM (SELECT subject || ' ' || body_text AS d FROM messages "
+    "WHERE ticket_id = {{id}} ORDER BY id)), '')".format(sep=SEP)
+)
 SQLITE_FTS = [
-    """CREATE VIRTUAL TABLE messages_fts USING fts5(
-        subject, body_text, content='messages', content_rowid='id',
-        tokenize='unicode61 remove_diacritics 2')""",
-    """CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts(rowid, subject, body_text) VALUES (new.id, new.subject, new.body_text);
+    """CREATE VIRTUAL TABLE ticket_text USING fts5(subject, body, tokenize='unicode61 remove_diacritics 2')""",
+    "CREATE TABLE fts_pause (id INTEGER PRIMARY KEY)",
+    """CREATE TRIGGER ticket_text_ti AFTER INSERT ON tickets WHEN NOT EXISTS (SELECT 1 FROM fts_pause) BEGIN
+        INSERT INTO ticket_text(rowid, subject, body) VALUES (new.id, new.subject, '');
     END""",
-    """CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, subject, body_text)
-        VALUES ('delete', old.id, old.subject, old.body_text);
+    """CREATE TRIGGER ticket_text_tu AFTER UPDATE OF subject ON tickets BEGIN
+        UPDATE ticket_text SET subject = new.subject WHERE rowid = new.id;
     END""",
-    """CREATE TRIGGER messages_fts_au AFTER UPDATE OF subject, body_text ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, subject, body_text)
-        VALUES ('delete', old.id, old.subject, old.body_text);
-        INSERT INTO messages_fts(rowid, subject, body_text) VALUES (new.id, new.subject, new.body_text);
+    """CREATE TRIGGER ticket_text_td AFTER DELETE ON tickets BEGIN
+        DELETE FROM ticket_text WHERE rowid = old.id;
     END""",
-    """CREATE VIRTUAL TABLE tickets_fts USING fts5(
-        subject, content='tickets', content_rowid='id', tokenize='unicode61 remove_diacritics 2')""",
-    """CREATE TRIGGER tickets_fts_ai AFTER INSERT ON tickets BEGIN
-        INSERT INTO tickets_fts(rowid, subject) VALUES (new.id, new.subject);
+    f"""CREATE TRIGGER ticket_text_mi AFTER INSERT ON messages WHEN NOT EXISTS (SELECT 1 FROM fts_pause) BEGIN
+        UPDATE ticket_text SET body = CASE WHEN body = '' THEN '' ELSE body || {SEP} END
+            || new.subject || ' ' || new.body_text WHERE rowid = new.ticket_id;
     END""",
-    """CREATE TRIGGER tickets_fts_ad AFTER DELETE ON tickets BEGIN
-        INSERT INTO tickets_fts(tickets_fts, rowid, subject) VALUES ('delete', old.id, old.subject);
+    f"""CREATE TRIGGER ticket_text_mu AFTER UPDATE OF ticket_id, subject, body_text ON messages BEGIN
+        UPDATE ticket_text SET body = {DOC.format(id='old.ticket_id')} WHERE rowid = old.ticket_id;
+        UPDATE ticket_text SET body = {DOC.format(id='new.ticket_id')} WHERE rowid = new.ticket_id;
     END""",
-    """CREATE TRIGGER tickets_fts_au AFTER UPDATE OF subject ON tickets BEGIN
-        INSERT INTO tickets_fts(tickets_fts, rowid, subject) VALUES ('delete', old.id, old.subject);
-        INSERT INTO tickets_fts(rowid, subject) VALUES (new.id, new.subject);
+    f"""CREATE TRIGGER ticket_text_md AFTER DELETE ON messages BEGIN
+        UPDATE ticket_text SET body = {DOC.format(id='old.ticket_id')} WHERE rowid = old.ticket_id;
     END""",
 ]
 
@@ -312,8 +315,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("DROP TABLE IF EXISTS messages_fts")
-        op.execute("DROP TABLE IF EXISTS tickets_fts")
+        op.execute("DROP TABLE IF EXISTS ticket_text")
+        op.execute("DROP TABLE IF EXISTS fts_pause")
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_ticket_id'))
         batch_op.drop_index('ix_outbox_status_next')

@@ -403,13 +403,8 @@ def _fulltext(value: str, term: Term, ctx: QueryContext):
             T.subject.ilike(pattern, escape="\\"),
             T.id.in_(sa.select(M.ticket_id).where(M.body_text.ilike(pattern, escape="\\"))),
         )
-    match = fts_expression(value, term.phrase)
-    tickets = sa.text("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH :m").bindparams(
-        sa.bindparam("m", match, unique=True))
-    messages = sa.text(
-        "SELECT ticket_id FROM messages WHERE id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH :m)"
-    ).bindparams(sa.bindparam("m", match, unique=True))
-    return sa.or_(T.id.in_(tickets), T.id.in_(messages))
+    match = sa.bindparam("m", fts_expression(value, term.phrase), unique=True)
+    return T.id.in_(sa.text("SELECT rowid FROM ticket_text WHERE ticket_text MATCH :m").bindparams(match))
 
 
 # --- sorting ------------------------------------------------------------------------------

@@ -236,26 +236,30 @@ def _scope(session: Session, ids: Sequence[int]):
         return ids
     session.execute(sa.text("CREATE TEMP TABLE IF NOT EXISTS sla_ids (id INTEGER PRIMARY KEY)"))
     session.execute(sa.text("DELETE FROM sla_ids"))
-    session.execute(sa.text("INSERT INTO sla_ids (id) VALUES (:id)"), [{"id": i} for i in ids])
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":  # the driver's executemany: 100,000 ids in ~50 ms, not ~1 s
+        conn.connection.driver_connection.executemany("INSERT INTO sla_ids (id) VALUES (?)", [(i,) for i in ids])
+    else:
+        conn.execute(sa.text("INSERT INTO sla_ids (id) VALUES (:id)"), [{"id": i} for i in ids])
     return sa.select(sa.column("id")).select_from(sa.table("sla_ids"))
 
 
 def _clear_finished(session: Session, scope, now: datetime) -> int:
-    """Solved/closed tickets have no pending target: one UPDATE, plus the resolution's met event."""
-    finished = sa.and_(T.id.in_(scope), T.status.in_(list(STOPPED_STATUSES)),
-                       sa.or_(*[T[c].is_not(None) for c in DUE_COLUMNS]))
-    E = Event.__table__
-    at = sa.literal(now, E.c.at.type)
-    session.execute(E.insert().from_select(
-        ["ticket_id", "actor", "at", "field", "old", "new"],
-        sa.select(T.id, sa.literal(SYSTEM_ACTOR), at, sa.literal("sla.resolution"), sa.null(),
-                  sa.case((T.resolution_due < at, sa.literal("met late")), else_=sa.literal("met")))
-        .where(finished, T.resolution_due.is_not(None)),
-    ))
-    return session.execute(
-        sa.update(Ticket.__table__).where(finished).values(**{c: None for c in DUE_COLUMNS})
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    """Solved/closed tickets have no pending target.
+
+    One UPDATE per column, touching only rows where that column is set, so SQLite maintains
+    one due index per row instead of three; `coalesce(status)` keeps the planner on the id
+    list instead of scanning every closed ticket by the status index.  (When a target was met
+    is not stored: `ticket_sla` derives it from the status events.)
+    """
+    changed = 0
+    stopped = sa.func.coalesce(T.status, "").in_(list(STOPPED_STATUSES))
+    for c in DUE_COLUMNS:
+        changed += session.execute(
+            sa.update(Ticket.__table__).where(T.id.in_(scope), T[c].is_not(None), stopped).values({c: None})
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return changed
 
 
 def choose_policies(session: Session, config: SlaConfig, where, now: datetime) -> dict[int, str]:

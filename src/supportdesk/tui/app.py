@@ -178,7 +178,7 @@ def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
         out = []
         for b in bindings:
             keys = ", ".join(pretty_key(k) for k in b.key.split(","))
-            out.append((keys, b.description or b.action))
+            out.append((keys, b.tooltip or b.description or b.action))
         return out
 
     table = [b for b in TicketTable.BINDINGS]

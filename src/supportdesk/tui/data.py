@@ -21,18 +21,8 @@ from supportdesk.listing import count, events_for, ticket_detail
 from supportdesk.mail.intake import QUARANTINED
 from supportdesk.mail.outbox import queue_reply
 from supportdesk.mail.parse import quote_split
-from supportdesk.models import (
-    Agent,
-    Customer,
-    Draft,
-    MailboxState,
-    Outbox,
-    Queue,
-    RawMessage,
-    Ticket,
-    utcnow,
-)
-from supportdesk.query import Query, QueryContext, QueryError, compile_query, nearest_due, parse_query
+from supportdesk.models import Agent, Customer, Draft, MailboxState, Outbox, Queue, RawMessage, Ticket, utcnow
+from supportdesk.query import Query, QueryContext, QueryError, compile_query, nearest_due, parse_query, sort_order
 from supportdesk.tickets import Changes, add_message, bulk_update, get_ticket, resolve_actor, update_ticket
 
 T = Ticket.__table__.c
@@ -58,15 +48,16 @@ class Row:
 class View:
     name: str
     query: str
-    kind: str = "builtin"  # builtin | saved | queue | quarantine
+    kind: str = "builtin"  # builtin | saved | queue | quarantine | search
+    sort: str | None = None  # None: newest first (keyset paged); else a `sort_order` spec (OFFSET paged)
 
 
 def builtin_views() -> list[View]:
     return [
         View("My open", f"assignee:me {OPEN}"),
         View("Unassigned", "is:unassigned status:new,open"),
-        View("Due soon", "sla:due<2h status:new,open"),
-        View("Breached", "sla:breached status:new,open"),
+        View("Due soon", "sla:due<2h status:new,open", sort="sla"),
+        View("Breached", "sla:breached status:new,open", sort="sla"),
         View("Quarantine", QUARANTINE, "quarantine"),
         View("All", ""),
     ]
@@ -91,8 +82,9 @@ def view_count(session: Session, view: View, ctx: QueryContext) -> int:
 class Pager:
     """Rows of one query, fetched a page at a time and cached until the data changes."""
 
-    def __init__(self, database: Database, query: Query, make_ctx: Callable[[], QueryContext]):
-        self.database, self.query, self.make_ctx = database, query, make_ctx
+    def __init__(self, database: Database, query: Query, make_ctx: Callable[[], QueryContext],
+                 sort: str | None = None):
+        self.database, self.query, self.make_ctx, self.sort = database, query, make_ctx, sort
         self.total = 0
         self.pages: dict[int, list[Row]] = {}
 
@@ -118,6 +110,10 @@ class Pager:
         return self.pages[number]
 
     def _fetch(self, number: int) -> list[Row]:
+        if self.sort:
+            stmt = sa.select(T.id).where(self.where).order_by(*sort_order(self.sort)).limit(PAGE).offset(number * PAGE)
+            with self.database.read() as session:
+                return rows_for(session, list(session.execute(stmt).scalars()))
         stmt = sa.select(T.id).where(self.where).order_by(T.created_at.desc(), T.id.desc()).limit(PAGE)
         before = self.pages.get(number - 1)
         if before and len(before) == PAGE:

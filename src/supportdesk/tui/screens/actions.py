@@ -17,10 +17,10 @@ ACTION_BINDINGS = [
     Binding("p", "set_priority", "Priority"),
     Binding("a", "assign", "Assign"),
     Binding("A", "assign_me", "Assign me", show=False),
-    Binding("t", "tags", "Tags", show=False),
-    Binding("m", "move", "Move", show=False),
-    Binding("c", "close_tickets", "Close"),
-    Binding("z", "snooze", "Snooze", show=False),
+    Binding("t", "tags", "Tags (+add -remove)", show=False),
+    Binding("m", "move", "Move to queue", show=False),
+    Binding("c", "close_tickets", "Close", tooltip="Close the selection, or the current ticket"),
+    Binding("z", "snooze", "Snooze until a time", show=False),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,18 +25,22 @@ from supportdesk.tui.widgets.ticket_table import TableHeader, TicketTable
 class QueueScreen(TicketActions, Screen):
     BINDINGS = [
         Binding("q", "app.quit", "Quit"),
-        Binding("escape", "back", "Clear", show=False),
+        Binding("escape", "back", "Close search · clear selection", show=False),
         Binding("slash", "search", "Search"),
-        Binding("r", "compose('reply')", "Reply", show=False),
-        Binding("n", "compose('note')", "Note", show=False),
-        Binding("tab", "app.focus_next", "Focus", show=False),
+        Binding("r", "compose('reply')", "Reply to the current ticket", show=False),
+        Binding("n", "compose('note')", "Internal note on the current ticket", show=False),
+        Binding("tab", "app.focus_next", "Views ↔ tickets", show=False),
         *ACTION_BINDINGS,
     ]
+
+    COUNTS_EVERY = 2.0
 
     def __init__(self) -> None:
         super().__init__()
         self.view: View | None = None
         self.query_text = ""
+        self._counts_at = 0.0
+        self._counts_due = False
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -82,7 +88,7 @@ class QueueScreen(TicketActions, Screen):
             return False
         self.view = view
         self.query_text = text
-        self.table.set_pager(Pager(self.app.database, query, self.app.query_context))
+        self.table.set_pager(Pager(self.app.database, query, self.app.query_context, view.sort if view else None))
         label = f"{view.name}: {text}" if view and view.kind != "search" else text
         self.query_one(StatusBar).update(query=label.rstrip(": ") or "all tickets")
         self.hide_search()
@@ -154,10 +160,26 @@ class QueueScreen(TicketActions, Screen):
     def data_changed(self) -> None:
         """Someone (maybe us) committed: re-read what is on screen, recount the views."""
         self.table.reload()
+        self.request_counts()
+
+    def request_counts(self) -> None:
+        """Recount at most every COUNTS_EVERY seconds, so a busy daemon cannot keep the counters spinning."""
+        if self._counts_due:
+            return
+        wait = self._counts_at + self.COUNTS_EVERY - time.monotonic()
+        if wait <= 0:
+            self.refresh_counts()
+        else:
+            self._counts_due = True
+            self.set_timer(wait, self._deferred_counts)
+
+    def _deferred_counts(self) -> None:
+        self._counts_due = False
         self.refresh_counts()
 
     @work(thread=True, exclusive=True, group="counts")
     def refresh_counts(self) -> None:
+        self._counts_at = time.monotonic()
         sidebar = self.query_one(Sidebar)
         ctx = self.app.query_context()
         counts = {}

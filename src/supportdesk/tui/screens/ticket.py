@@ -83,10 +83,10 @@ class TicketScreen(TicketActions, Screen):
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("r", "compose('reply')", "Reply"),
         Binding("n", "compose('note')", "Note"),
-        Binding("o", "unfold", "Unfold quotes"),
+        Binding("o", "unfold", "Fold/unfold quotes"),
         Binding("j,down", "scroll(1)", "Scroll", show=False),
         Binding("k,up", "scroll(-1)", "Scroll", show=False),
-        Binding("tab", "app.focus_next", "Focus", show=False),
+        Binding("tab", "app.focus_next", "Thread ↔ customer panel", show=False),
         *ACTION_BINDINGS,
     ]
 
