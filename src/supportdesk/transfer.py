@@ -25,6 +25,7 @@ from supportdesk.models import (
     CHANNELS, DELIVERY_STATES, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment,
     AttachmentBlob, Customer, Event, Message, Organization, Outbox, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
 )
+from supportdesk.models import UTCDateTime
 from supportdesk.tickets import FREEMAIL_DOMAINS, Actor, InvalidError, normalize_tag
 
 BATCH = 1000
@@ -329,14 +330,17 @@ def _insert(session: Session, table: sa.Table, rows: list[dict]) -> None:
     columns = list(rows[0])
     names = ", ".join(f'"{c}"' for c in columns)
     sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(columns))})'
-    connection.exec_driver_sql(sql, [tuple(_sqlite_value(row[c]) for c in columns) for row in rows])
+    instants = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)}
+    connection.exec_driver_sql(sql, [
+        tuple(_sqlite_instant(row[c]) if i in instants else row[c] for i, c in enumerate(columns)) for row in rows
+    ])
 
 
-def _sqlite_value(value):
-    """The same storage form SQLAlchemy's SQLite dialect writes (naive UTC text for instants)."""
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+def _sqlite_instant(value: datetime | None) -> str | None:
+    """The storage form SQLAlchemy's SQLite dialect writes for our instants (naive UTC, microseconds)."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
 
 
 def store_blobs(session: Session, rows: list[dict]) -> None:
