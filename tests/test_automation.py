@@ -12,7 +12,14 @@ from supportdesk import automation
 from supportdesk.config import ConfigError, parse_settings
 from supportdesk.models import Event, Message, Outbox, Queue, Ticket
 from supportdesk.sla import policy as sla_policy
-from supportdesk.tickets import Actor, Changes, add_message, create_ticket, get_ticket, update_ticket
+from supportdesk.tickets import (
+    Actor,
+    Changes,
+    add_message,
+    create_ticket,
+    get_ticket,
+    update_ticket,
+)
 
 UTC = timezone.utc
 ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
@@ -227,6 +234,35 @@ def test_snoozed_tickets_wake_when_due(database):
     assert ticket(database, tid)[0].snoozed_until is None
 
 
+def test_pending_reminder_then_solve_then_close(database):
+    settings = make_settings()
+    timers = automation.Timers(pending_reminder_days=3, pending_solve_days=7, solved_close_days=2)
+    tid, _ = new_ticket(database)
+    with database.write() as session:
+        update_ticket(session, tid, Changes(status="pending"), Actor.system())
+    start = datetime.now(UTC)
+    assert automation.run_timers(database, settings, start + timedelta(days=2), timers=timers).reminded == []
+    report = automation.run_timers(database, settings, start + timedelta(days=3, minutes=1), timers=timers)
+    assert report.reminded == [tid]
+    assert automation.run_timers(database, settings, start + timedelta(days=4), timers=timers).reminded == []
+    with database.read() as session:
+        body, auto = session.execute(sa.select(Message.body_text, Message.auto).where(
+            Message.ticket_id == tid, Message.kind == "outbound")).one()
+    assert auto and f"#{tid}" in body and "in 4 days" in body
+    dry = automation.run_timers(database, settings, start + timedelta(days=7, minutes=1), timers=timers, dry_run=True)
+    assert dry.solved == [tid] and ticket(database, tid)[0].status == "pending"
+    assert automation.run_timers(database, settings, start + timedelta(days=7, minutes=1), timers=timers).solved == [tid]
+    assert ticket(database, tid)[0].status == "solved"
+    # (the services stamp solved_at with the real clock, so count from `start`)
+    assert automation.run_timers(database, settings, start + timedelta(days=1), timers=timers).closed == []
+    later = automation.run_timers(database, settings, start + timedelta(days=2, minutes=1), timers=timers)
+    assert later.closed == [tid] and ticket(database, tid)[0].status == "closed"
+    with database.read() as session:
+        actors = set(session.execute(sa.select(Event.actor).where(Event.ticket_id == tid, Event.field == "status"))
+                     .scalars())
+    assert actors == {"system"}
+
+
 # --- command line ----------------------------------------------------------------------------------
 
 CONFIG = '''
@@ -282,9 +318,8 @@ def test_cli_sla_check_lists_and_escalates(sla_cli, database):
     late, _ = new_ticket(database, created_at=datetime.now(UTC) - timedelta(minutes=90))
     soon, _ = new_ticket(database, created_at=datetime.now(UTC) - timedelta(minutes=30))
     with database.write() as session:  # the CLI's hook is not installed on this Database object
-        from supportdesk.sla.policy import recompute
-
         from supportdesk.config import load_settings
+        from supportdesk.sla.policy import recompute
         recompute(session, load_settings(), [late, soon])
     dry = sla_cli("sla", "check", "--dry-run", "--format", "json")
     assert dry.exit_code == 0, dry.output

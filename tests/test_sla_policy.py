@@ -9,11 +9,18 @@ import pytest
 import sqlalchemy as sa
 
 from supportdesk.config import ConfigError, parse_settings
-from supportdesk.models import Event, Ticket
-from supportdesk.query import QueryContext
 from supportdesk.listing import ticket_ids
+from supportdesk.models import Ticket
+from supportdesk.query import QueryContext
 from supportdesk.sla import policy as sla_policy
-from supportdesk.tickets import Actor, Changes, add_message, bulk_update, create_ticket, get_ticket, update_ticket
+from supportdesk.tickets import (
+    Changes,
+    add_message,
+    bulk_update,
+    create_ticket,
+    get_ticket,
+    update_ticket,
+)
 
 UTC = timezone.utc
 ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -27,10 +27,32 @@ from sqlmodel import Session
 
 from supportdesk.config import ConfigError, Settings
 from supportdesk.models import (
-    PRIORITIES, STATUSES, SYSTEM_ACTOR, Agent, Event, Message, Queue, Ticket, utcnow,
+    PRIORITIES,
+    STATUSES,
+    SYSTEM_ACTOR,
+    Agent,
+    Event,
+    Message,
+    Queue,
+    Ticket,
+    utcnow,
 )
-from supportdesk.query import SLA_DUE_COLUMNS, QueryContext, QueryError, compile_query, parse_query
-from supportdesk.tickets import Actor, Changes, InvalidError, bulk_update, get_ticket, normalize_tag, record
+from supportdesk.query import (
+    SLA_DUE_COLUMNS,
+    QueryContext,
+    QueryError,
+    compile_query,
+    parse_query,
+)
+from supportdesk.tickets import (
+    Actor,
+    Changes,
+    InvalidError,
+    bulk_update,
+    get_ticket,
+    normalize_tag,
+    record,
+)
 
 T = Ticket.__table__.c
 OPEN_STATUSES = ("new", "open", "pending", "on_hold")
@@ -451,19 +473,54 @@ def _notify(session: Session, settings: Settings, esc: Escalation, firing: Firin
     if not recipients:
         return (), "no one to notify (no assignee, or the assignee has no email address)"
     if firing.due is None:
-        when = "matched"
+        reason = f"escalation {esc.name!r} matched"
     elif firing.due <= now:
-        when = f"breached {_delta(now - firing.due)} ago"
+        reason = f"{firing.target} target breached {_delta(now - firing.due)} ago (escalation {esc.name!r})"
     else:
-        when = f"due in {_delta(firing.due - now)}"
-    body = (f"Escalation {esc.name!r} on ticket #{ticket.id}: {ticket.subject}\n"
-            f"SLA target {firing.target} {when} ({firing.due.isoformat() if firing.due else '-'}).\n"
-            f"Status {ticket.status}, priority {ticket.priority}.\n")
+        reason = f"{firing.target} target due in {_delta(firing.due - now)} (escalation {esc.name!r})"
+    body = render_template(settings, "escalation.txt", ticket=_ticket_vars(session, ticket), reason=reason)
     try:
         queue_reply(session, settings, ticket, Actor.system(), body, auto=True, to=recipients, cc=[])
     except InvalidError as exc:
         return (), str(exc)
     return tuple(recipients), None
+
+
+def _ticket_vars(session: Session, ticket: Ticket) -> dict:
+    queue = session.get(Queue, ticket.queue_id)
+    return {"id": ticket.id, "subject": ticket.subject, "status": ticket.status, "priority": ticket.priority,
+            "queue": queue.name if queue else ""}
+
+
+TEMPLATE_DEFAULTS = {
+    "pending_reminder.txt": (
+        "Hello{% if customer.name %} {{ customer.name }}{% endif %},\n\n"
+        "we are still waiting for your answer on request #{{ ticket.id }}:\n\n    {{ ticket.subject }}\n\n"
+        "Please reply to this message when you can. If we do not hear from you, we will consider the "
+        "request solved in {{ solve_in_days }} days.\n"
+    ),
+}
+
+
+def render_template(settings: Settings, name: str, **variables: Any) -> str:
+    """The mail template `name`: the team's file in `<config dir>/templates/` if there is one, else
+    the defaults of `mail.templates` and of this module (same sandbox, same rules)."""
+    from jinja2 import ChoiceLoader, DictLoader, FileSystemLoader, StrictUndefined, TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from supportdesk.mail.templates import DEFAULTS, TemplateProblem
+
+    config_dir = settings.file.parent if settings.file else None
+    loaders = []
+    if config_dir is not None and (config_dir / "templates").is_dir():
+        loaders.append(FileSystemLoader(str(config_dir / "templates")))
+    loaders.append(DictLoader({**TEMPLATE_DEFAULTS, **DEFAULTS}))
+    env = SandboxedEnvironment(loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False,
+                               keep_trailing_newline=True)
+    try:
+        return env.get_template(name).render(**variables)
+    except TemplateError as exc:
+        raise TemplateProblem(f"template {name}: {exc.message or exc}") from None
 
 
 def _delta(delta) -> str:
@@ -506,24 +563,105 @@ def record_breaches(session: Session, now: datetime | None = None) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class Timers:
+    """Timed automations' settings in days (None = off); from the config's automation section."""
+
+    pending_reminder_days: float | None = None
+    pending_solve_days: float | None = None
+    solved_close_days: float | None = None
+
+
+def _pending_since():
+    """When each pending ticket last entered `pending` (its last status event), else its last update."""
+    E = Event.__table__.alias("entered").c  # aliased: it is nested in queries over events too
+    entered = (sa.select(sa.func.max(E.at)).where(E.ticket_id == T.id, E.field == "status", E.new == "pending")
+               .correlate(Ticket.__table__).scalar_subquery())
+    return sa.func.coalesce(entered, T.updated_at)
+
+
+def remind_pending(session: Session, settings: Settings, timers: Timers, now: datetime,
+                   *, dry_run: bool = False) -> list[int]:
+    """Email the customer once per pending spell after `pending_reminder_days` (automatic mail)."""
+    from supportdesk.mail.outbox import queue_reply
+    from supportdesk.models import Customer
+
+    if timers.pending_reminder_days is None:
+        return []
+    E = Event.__table__.c
+    since = _pending_since()
+    cutoff = now - timedelta(days=timers.pending_reminder_days)
+    reminded = sa.exists(sa.select(1).where(E.ticket_id == T.id, E.field == "automation",
+                                            E.new == "pending_reminder", E.at >= since))
+    ids = list(session.execute(sa.select(T.id).where(T.status == "pending", since <= cutoff, ~reminded)
+                               .order_by(T.id)).scalars())
+    if dry_run:
+        return ids
+    solve_in = timers.pending_solve_days - timers.pending_reminder_days if timers.pending_solve_days else None
+    for ticket_id in ids:
+        ticket = get_ticket(session, ticket_id)
+        customer = session.get(Customer, ticket.requester_id)
+        body = render_template(settings, "pending_reminder.txt", ticket=_ticket_vars(session, ticket),
+                               customer={"email": customer.email, "name": customer.name},
+                               solve_in_days=int(solve_in) if solve_in and solve_in > 0 else 0)
+        record(session, ticket_id, Actor.system(), "automation", None, "pending_reminder", at=now)
+        queue_reply(session, settings, ticket, Actor.system(), body, auto=True)
+    return ids
+
+
+def solve_pending(session: Session, timers: Timers, now: datetime, *, dry_run: bool = False) -> list[int]:
+    """Pending tickets nobody answered for `pending_solve_days` become solved (set-based)."""
+    if timers.pending_solve_days is None:
+        return []
+    cutoff = now - timedelta(days=timers.pending_solve_days)
+    ids = list(session.execute(sa.select(T.id).where(T.status == "pending", _pending_since() <= cutoff)
+                               .order_by(T.id)).scalars())
+    if ids and not dry_run:
+        bulk_update(session, ids, Changes(status="solved"), Actor.system())
+    return ids
+
+
+def close_solved(session: Session, timers: Timers, now: datetime, *, dry_run: bool = False) -> list[int]:
+    """Solved tickets close after `solved_close_days` (set-based)."""
+    if timers.solved_close_days is None:
+        return []
+    cutoff = now - timedelta(days=timers.solved_close_days)
+    ids = list(session.execute(sa.select(T.id).where(T.status == "solved", T.solved_at.is_not(None),
+                                                     T.solved_at <= cutoff).order_by(T.id)).scalars())
+    if ids and not dry_run:
+        bulk_update(session, ids, Changes(status="closed"), Actor.system())
+    return ids
+
+
 @dataclass
 class CheckReport:
     woken: list[int] = field(default_factory=list)
     fired: list[Firing] = field(default_factory=list)
     breaches_recorded: int = 0
+    reminded: list[int] = field(default_factory=list)
+    solved: list[int] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
 
 
-def run_timers(database, settings: Settings, now: datetime | None = None, *, dry_run: bool = False) -> CheckReport:
+def run_timers(database, settings: Settings, now: datetime | None = None, *, dry_run: bool = False,
+               timers: Timers | None = None) -> CheckReport:
     """One pass of the timed work (`sla check`, and the daemon every minute), in one transaction."""
     now = now or datetime.now(timezone.utc)
+    timers = timers or Timers()
     report = CheckReport()
     if dry_run:
         with database.read() as session:
             report.woken = wake_snoozed(session, now, dry_run=True)
+            report.closed = close_solved(session, timers, now, dry_run=True)
+            report.solved = solve_pending(session, timers, now, dry_run=True)
+            report.reminded = remind_pending(session, settings, timers, now, dry_run=True)
             report.fired = run_escalations(session, settings, now, dry_run=True)
         return report
     with database.write() as session:
         report.woken = wake_snoozed(session, now)
+        report.closed = close_solved(session, timers, now)
+        report.solved = solve_pending(session, timers, now)
+        report.reminded = remind_pending(session, settings, timers, now)
         report.breaches_recorded = record_breaches(session, now)
         report.fired = run_escalations(session, settings, now)
     return report

@@ -112,9 +112,10 @@ def _demo_ticket(rng: random.Random, i: int, now: datetime, customers, logins) -
     }]
     when = opened
     for turn in range(rng.randint(0, 5)):
-        when += timedelta(minutes=rng.randint(10, 60 * 30))
-        if when >= now:
+        later = when + timedelta(minutes=rng.randint(10, 60 * 30))
+        if later >= now:
             break
+        when = later
         if turn % 2 == 0:
             if rng.random() < 0.25:
                 messages.append({"kind": "note", "from": agent, "author": agent, "body_text": rng.choice(NOTES),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -15,12 +14,10 @@ import typer
 from rich.text import Text
 
 from supportdesk.cli.context import AppContext, app_context
-from supportdesk.cli.output import Format, print_tickets, stdout_console
+from supportdesk.cli.output import stdout_console
 from supportdesk.config import APP_NAME, ConfigError, Settings, database_url, find_config_file
 from supportdesk.db import Database, DatabaseError, sqlite_path
-from supportdesk.listing import ticket_ids, ticket_summaries
 from supportdesk.models import Agent, MailboxState
-from supportdesk.query import QueryContext, parse_query
 from supportdesk.tickets import add_agent, ensure_queue
 
 STARTER_CONFIG = """\

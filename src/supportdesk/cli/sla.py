@@ -15,7 +15,7 @@ from supportdesk.cli.args import QueryCommand
 from supportdesk.cli.context import app_context
 from supportdesk.cli.output import Format, write_rows
 from supportdesk.models import Agent, Ticket
-from supportdesk.query import SLA_DUE_COLUMNS, QueryContext, compile_query, parse_query
+from supportdesk.query import SLA_DUE_COLUMNS, compile_query, parse_query
 from supportdesk.tickets import InvalidError
 
 sla_app = typer.Typer(help="Service levels: tickets at risk or breached, escalations, due times.",
@@ -65,8 +65,12 @@ def check(
     for f in report.fired:
         extra = f"; notified {', '.join(f.notified)}" if f.notified else (f"; {f.warning}" if f.warning else "")
         typer.echo(f"escalation {f.escalation!r} {verb} on #{f.ticket_id} ({f.target}){extra}", err=True)
-    if report.woken:
-        typer.echo(f"{'would wake' if dry_run else 'woke'} {len(report.woken)} snoozed ticket(s)", err=True)
+    for what, ids in (("wake", report.woken), ("remind", report.reminded), ("solve", report.solved),
+                      ("close", report.closed)):
+        if ids:
+            done = {"wake": "woke", "remind": "reminded"}.get(what, what + "d")
+            typer.echo(f"{'would ' + what if dry_run else done} {len(ids)} ticket(s): "
+                       + " ".join(f"#{i}" for i in ids[:20]) + (" …" if len(ids) > 20 else ""), err=True)
     limit = now + _duration(within)
     A = Agent.__table__.c
     with database.read() as session:
@@ -86,7 +90,7 @@ def check(
                     "seconds_left": int((due - now).total_seconds()), "breached": due <= now, "subject": r.subject,
                 })
     out.sort(key=lambda item: (item["seconds_left"], item["id"]))
-    write_rows(out, fmt, CHECK_COLUMNS if fmt in (Format.table, Format.csv) else CHECK_COLUMNS)
+    write_rows(out, fmt, CHECK_COLUMNS)
     if not out:
         raise typer.Exit(3)
 
@@ -95,6 +99,7 @@ def check(
 def recompute_command(
     ctx: typer.Context,
     query: Optional[List[str]] = typer.Argument(None, help="Which tickets (default: all not solved or closed)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes for the clock (0: one per CPU, at most 4)."),
 ):
     """Recompute policies and due times, e.g. after changing [[sla]] or [[calendar]] in the config."""
     from supportdesk.sla.policy import recompute
@@ -105,7 +110,9 @@ def recompute_command(
     with database.write() as session:
         ids = list(session.execute(sa.select(T.id).where(compile_query(parse_query(text), app_ctx.query_context())))
                    .scalars())
-        changed = recompute(session, app_ctx.settings, ids)
+        import os
+
+        changed = recompute(session, app_ctx.settings, ids, workers=workers or min(os.cpu_count() or 1, 4))
     typer.echo(f"Recomputed {len(ids)} ticket(s); {changed} changed.")
 
 

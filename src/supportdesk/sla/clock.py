@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
-from supportdesk.sla.calendar import BusinessCalendar, add_business_minutes, business_minutes_between, open_spans
+from supportdesk.sla.calendar import (
+    BusinessCalendar,
+    add_business_minutes,
+    business_minutes_between,
+    open_spans,
+)
 
 TARGETS = ("first_response", "next_response", "resolution")
 STOPPED_STATUSES = frozenset({"solved", "closed"})
@@ -70,7 +75,7 @@ class History:
     messages: Sequence[tuple[datetime, str, bool]] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TargetState:
     name: str
     state: str  # running | paused | stopped | met | breached | none
@@ -86,7 +91,7 @@ class TargetState:
         return self.due
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Targets:
     policy: str
     targets: dict[str, TargetState] = field(default_factory=dict)

@@ -22,11 +22,19 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from supportdesk.config import ConfigError, Settings
-from supportdesk.models import STATUSES, SYSTEM_ACTOR, Event, Message, Ticket, utcnow
+from supportdesk.models import STATUSES, Ticket, utcnow
 from supportdesk.query import QueryContext, QueryError, compile_query, parse_query
 from supportdesk.sla.calendar import BusinessCalendar, CalendarError, build_calendar
 from supportdesk.sla.clock import (
-    CUSTOMER_KINDS, DEFAULT_PAUSE_ON, STOPPED_STATUSES, TARGETS, BusinessTime, History, Policy, Targets, compute,
+    CUSTOMER_KINDS,
+    DEFAULT_PAUSE_ON,
+    STOPPED_STATUSES,
+    TARGETS,
+    BusinessTime,
+    History,
+    Policy,
+    Targets,
+    compute,
 )
 
 T = Ticket.__table__.c
@@ -140,17 +148,27 @@ def install(database, settings: Settings) -> None:
     """Keep due times current in every write transaction of `database` (idempotent)."""
     if getattr(database, "_sla_installed", False):
         return
-    load(settings)  # a bad config fails now, not inside someone's commit
+    config = load(settings)  # a bad config fails now, not inside someone's commit
+    from supportdesk.automation import load as load_automation
+
+    load_automation(settings)  # rules and escalations too: intake must not trip over them later
 
     def hook(session: Session, touched: set[int]) -> None:
-        recompute(session, settings, touched, utcnow())
+        if config.rules:  # without policies there is nothing to keep current (`sla recompute` clears)
+            recompute(session, settings, touched, utcnow())
 
     database.before_commit.append(hook)
     database._sla_installed = True
 
 
-def recompute(session: Session, settings: Settings, ticket_ids: Iterable[int], now: datetime | None = None) -> int:
-    """Write `sla_policy` and the due columns of these tickets; returns how many rows changed."""
+def recompute(session: Session, settings: Settings, ticket_ids: Iterable[int], now: datetime | None = None,
+              *, workers: int = 1) -> int:
+    """Write `sla_policy` and the due columns of these tickets; returns how many rows changed.
+
+    `workers > 1` runs the clock in that many forked processes when there are at least
+    PARALLEL_MIN tickets — for `sla recompute` in its own process only: forking a process
+    with other threads (console, daemon) is not safe.
+    """
     config = load(settings)
     now = now or datetime.now(timezone.utc)
     ids = sorted({int(i) for i in ticket_ids})
@@ -175,21 +193,52 @@ def recompute(session: Session, settings: Settings, ticket_ids: Iterable[int], n
             .execution_options(synchronize_session=False)
         ).rowcount
     ordered = sorted(chosen)
-    updates: list[dict] = []
+    chunks = []
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start:start + _CHUNK]
         histories, current = load_histories(session, chunk)
         clocks = _indexes(config, histories.values(), now) if len(chunk) > 20 else {}
-        for ticket_id in chunk:
-            policy = config.policy(chosen[ticket_id])
-            result = compute(histories[ticket_id], policy, now, clocks.get(policy.calendar.name), usage=False)
-            row = {"p": policy.name, **result.columns}
-            if current[ticket_id] != row:
-                updates.append({"tid": ticket_id, **row})
+        chunks.append([(tid, config.policy(chosen[tid]), histories[tid], current[tid], clocks) for tid in chunk])
+    if workers > 1 and len(ordered) >= PARALLEL_MIN:
+        updates = _compute_parallel(chunks, now, workers)
+    else:
+        updates = [u for chunk in chunks for u in _compute_chunk(chunk, now)]
     if updates:
         _write(session, updates)
         _refresh_identity_map(session, {u["tid"]: u for u in updates})
     return changed + len(updates)
+
+
+PARALLEL_MIN = 20000
+_JOBS: list = []  # the chunks, inherited by forked workers (copy-on-write, nothing pickled on the way in)
+
+
+def _compute_chunk(chunk, now: datetime) -> list[dict]:
+    updates = []
+    for tid, policy, history, current, clocks in chunk:
+        result = compute(history, policy, now, clocks.get(policy.calendar.name), usage=False)
+        row = {"p": policy.name, **result.columns}
+        if current != row:
+            updates.append({"tid": tid, **row})
+    return updates
+
+
+def _compute_job(index_and_now):
+    index, now = index_and_now
+    return _compute_chunk(_JOBS[index], now)
+
+
+def _compute_parallel(chunks, now: datetime, workers: int) -> list[dict]:
+    import multiprocessing
+
+    global _JOBS
+    _JOBS = chunks
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_compute_job, [(i, now) for i in range(len(chunks))], chunksize=1)
+    finally:
+        _JOBS = []
+    return [u for part in parts for u in part]
 
 
 def _write(session: Session, updates: list[dict]) -> None:
