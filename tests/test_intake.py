@@ -386,3 +386,25 @@ def test_imap_tls_verifies_certificates(database, dovecot_tls_server, security, 
         fetch_once(database, settings, box)
     monkeypatch.setenv("SSL_CERT_FILE", str(dovecot_tls_server.cert))
     assert fetch_once(database, settings, box).report.created
+
+
+def test_routing_rules_run_on_new_mail_and_a_dropped_message_gets_no_acknowledgement(database):
+    from supportdesk.tickets import ensure_queue
+
+    settings = settings_for()
+    settings.rules = [
+        {"name": "acme is VIP", "match": "from:@acme.test", "set": {"queue": "Billing", "priority": "high",
+                                                                    "add_tags": ["vip"]}},
+        {"name": "spam", "match": "subject:prize", "drop": True},
+    ]
+    with database.write() as session:
+        ensure_queue(session, "Billing")
+    _, vip = ingest_bytes(database, settings, mail(subject="Invoice question"), "support")
+    _, spam = ingest_bytes(database, settings, mail(subject="You won a prize", sender="promo@spam.test"), "support")
+    with database.read() as session:
+        routed = ticket_detail(session, vip.created[0], utcnow())
+        dropped = ticket_detail(session, spam.created[0], utcnow())
+    assert (routed["queue"], routed["priority"], routed["tags"]) == ("Billing", "high", ["vip"])
+    assert dropped["status"] == "closed" and "spam" in dropped["tags"]
+    assert not [m for m in dropped["messages"] if m["kind"] == "outbound"]
+    assert [m for m in routed["messages"] if m["kind"] == "outbound" and m["auto"]]

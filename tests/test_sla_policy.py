@@ -183,3 +183,21 @@ def test_no_policy_means_no_due(database, alice):
     assert info["policy"] == "vip"
     assert info["targets"]["resolution"]["state"] == "running"
     assert info["targets"]["first_response"]["state"] == "none"
+
+
+def test_parallel_recompute_gives_the_same_columns(database, alice, settings, monkeypatch):
+    ids = [new_ticket(database, alice, priority="urgent" if i % 3 else "normal",
+                      created_at=datetime(2026, 11, 20, 9, tzinfo=UTC) + timedelta(minutes=7 * i)) for i in range(30)]
+    with database.read() as session:
+        expected = session.execute(sa.select(Ticket.id, Ticket.sla_policy, Ticket.first_response_due,
+                                             Ticket.resolution_due).order_by(Ticket.id)).all()
+    monkeypatch.setattr(sla_policy, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(sla_policy, "_CHUNK", 7)
+    with database.write() as session:
+        session.execute(sa.update(Ticket.__table__).values(sla_policy=None, first_response_due=None,
+                                                           resolution_due=None))
+        assert sla_policy.recompute(session, settings, ids, workers=2) == 30
+    with database.read() as session:
+        got = session.execute(sa.select(Ticket.id, Ticket.sla_policy, Ticket.first_response_due,
+                                        Ticket.resolution_due).order_by(Ticket.id)).all()
+    assert got == expected

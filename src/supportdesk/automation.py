@@ -39,6 +39,7 @@ from supportdesk.models import (
 )
 from supportdesk.query import (
     SLA_DUE_COLUMNS,
+    nearest_due,
     QueryContext,
     QueryError,
     compile_query,
@@ -398,15 +399,6 @@ class Firing:
     warning: str | None = None
 
 
-def _target_of(row) -> tuple[str, datetime | None]:
-    """The SLA target an escalation is about: the nearest pending due time."""
-    dues = [(getattr(row, c), c[:-4]) for c in SLA_DUE_COLUMNS if getattr(row, c) is not None]
-    if not dues:
-        return "ticket", None
-    due, name = min(dues)
-    return name, due
-
-
 def run_escalations(session: Session, settings: Settings, now: datetime | None = None,
                     *, dry_run: bool = False) -> list[Firing]:
     """Fire every due escalation once per ticket and target; with `dry_run`, only say what would fire."""
@@ -415,38 +407,31 @@ def run_escalations(session: Session, settings: Settings, now: datetime | None =
     ctx = QueryContext(now=now, me=None, dialect=session.get_bind().dialect.name)
     system = Actor.system()
     E, M = Event.__table__.c, Message.__table__.c
+    # The target is the nearest pending due time (ties in the order of SLA_DUE_COLUMNS); a
+    # next-response cycle is named by the agent reply it follows.  The once-only key is built
+    # in SQL, so tickets that already fired are skipped by the index, not loaded.
+    nearest = nearest_due()
+    target = sa.case(*[(T[c] == nearest, sa.literal(c[:-4])) for c in SLA_DUE_COLUMNS], else_=sa.literal("ticket"))
+    cycle = (sa.select(sa.func.max(M.id)).where(M.ticket_id == T.id, M.kind == "outbound", M.auto == sa.false())
+             .scalar_subquery())
+    suffix = sa.case((sa.and_(target == "next_response", cycle.is_not(None)),
+                      sa.literal("@") + sa.cast(cycle, sa.String)), else_=sa.literal(""))
     fired: list[Firing] = []
     for esc in config.escalations:
+        key = sa.literal(esc.name + ":") + target + suffix
+        already = sa.exists(sa.select(1).where(E.ticket_id == T.id, E.field == "escalation", E.new == key))
         rows = session.execute(
-            sa.select(T.id, *[T[c] for c in SLA_DUE_COLUMNS])
+            sa.select(T.id, *[T[c] for c in SLA_DUE_COLUMNS], target.label("target"), key.label("key"))
             .where(T.status.not_in(("solved", "closed")), T.merged_into_id.is_(None),
-                   compile_query(parse_query(esc.match), ctx)).order_by(T.id)
+                   compile_query(parse_query(esc.match), ctx), ~already).order_by(T.id)
         ).all()
-        if not rows:
-            continue
-        ids = [r.id for r in rows]
-        done: set[tuple[int, str]] = set()
-        cycles: dict[int, datetime] = {}
-        for start in range(0, len(ids), 5000):
-            chunk = ids[start:start + 5000]
-            done.update((tid, new) for tid, new in session.execute(
-                sa.select(E.ticket_id, E.new).where(E.ticket_id.in_(chunk), E.field == "escalation")))
-            cycles.update((tid, at) for tid, at in session.execute(
-                sa.select(M.ticket_id, sa.func.max(M.created_at)).where(
-                    M.ticket_id.in_(chunk), M.kind == "outbound", M.auto == sa.false()).group_by(M.ticket_id)))
-        new: list[Firing] = []
-        for r in rows:
-            target, due = _target_of(r)
-            key = f"{esc.name}:{target}"
-            if target == "next_response" and r.id in cycles:
-                key += "@" + cycles[r.id].isoformat()
-            if (r.id, key) not in done:
-                new.append(Firing(r.id, esc.name, target, due, key))
+        new = [Firing(r.id, esc.name, r.target, getattr(r, f"{r.target}_due", None), r.key) for r in rows]
         if dry_run or not new:
             fired.extend(new)
             continue
-        for f in new:
-            record(session, f.ticket_id, system, "escalation", None, f.key, at=now)
+        session.execute(Event.__table__.insert(), [  # one executemany: a backlog may fire thousands at once
+            {"ticket_id": f.ticket_id, "actor": system.login, "at": now, "field": "escalation", "old": None,
+             "new": f.key} for f in new])
         _apply(session, [f.ticket_id for f in new], esc.actions, system)
         for f in new:
             notified, warning = _notify(session, settings, esc, f, now) if esc.notify else ((), None)
@@ -647,7 +632,7 @@ def run_timers(database, settings: Settings, now: datetime | None = None, *, dry
                timers: Timers | None = None) -> CheckReport:
     """One pass of the timed work (`sla check`, and the daemon every minute), in one transaction."""
     now = now or datetime.now(timezone.utc)
-    timers = timers or Timers()
+    timers = timers or Timers(**settings.automation)
     report = CheckReport()
     if dry_run:
         with database.read() as session:

@@ -125,6 +125,7 @@ class Settings:
     slas: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     escalations: list[dict[str, Any]] = field(default_factory=list)
+    automation: dict[str, float] = field(default_factory=dict)
     plain_password_keys: list[str] = field(default_factory=list)
 
     def mailbox(self, name: str) -> MailboxConfig:
@@ -185,6 +186,7 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
     reader = _Reader(path)
     reader.allowed(data, "", {
         "database", "mailbox", "smtp", "tickets", "view", "queue", "calendar", "sla", "rule", "escalation",
+        "automation",
     })
     settings = Settings(file=path)
     database = reader.table(data, "database")
@@ -262,6 +264,14 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
             name=reader.string(queue, key, "name"),
             address=reader.address(queue, key, "address", required=False),
         ))
+
+    automation = reader.table(data, "automation")
+    timer_keys = {"pending_reminder_days", "pending_solve_days", "solved_close_days"}
+    reader.allowed(automation, "automation", timer_keys)
+    for key, value in automation.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(path, f"automation.{key}", f"must be a positive number of days, got {value!r}")
+        settings.automation[key] = float(value)
 
     settings.calendars = reader.array(data, "calendar")
     settings.slas = reader.array(data, "sla")

@@ -41,6 +41,11 @@ def daemon(
             logging.getLogger("supportdesk.daemon").error("reload refused, keeping the old config: %s", exc,
                                                           extra={"part": "daemon"})
             return
+        from supportdesk.sla.policy import install as install_sla
+
+        database.before_commit.clear()
+        database._sla_installed = False
+        install_sla(database, state["settings"])
         supervisor.reload.set()
 
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())

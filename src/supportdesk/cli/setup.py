@@ -18,7 +18,7 @@ from supportdesk.cli.output import stdout_console
 from supportdesk.config import APP_NAME, ConfigError, Settings, database_url, find_config_file
 from supportdesk.db import Database, DatabaseError, sqlite_path
 from supportdesk.models import Agent, MailboxState
-from supportdesk.tickets import add_agent, ensure_queue
+from supportdesk.tickets import InvalidError, add_agent, ensure_queue
 
 STARTER_CONFIG = """\
 # supportdesk configuration — see config.example.toml in the source for every key.
@@ -149,6 +149,16 @@ def doctor(ctx: typer.Context):
     except ConfigError as exc:
         report(False, "config", str(exc))
         raise typer.Exit(1)
+    try:
+        from supportdesk.automation import load as load_automation
+        from supportdesk.sla.policy import load as load_sla
+
+        load_sla(settings)
+        load_automation(settings)
+        report(True, "sla and automation", f"{len(settings.slas)} policies, {len(settings.rules)} rules, "
+                                          f"{len(settings.escalations)} escalations")
+    except ConfigError as exc:
+        report(False, "sla and automation", str(exc))
     for key in settings.plain_password_keys:
         report(False, f"secret {key}", "a plain password in the config file; use *_env or *_command")
     try:
@@ -156,7 +166,13 @@ def doctor(ctx: typer.Context):
         report(True, "database", database.display_url())
         with database.read() as session:
             states = {s.mailbox: s for s in session.execute(sa.select(MailboxState)).scalars()}
-    except DatabaseError as exc:
+            try:
+                from supportdesk.automation import check_references
+
+                check_references(session, settings)
+            except (ConfigError, InvalidError) as exc:
+                report(False, "sla and automation", str(exc))
+    except (DatabaseError, ConfigError) as exc:
         report(False, "database", str(exc))
         states = {}
     path = sqlite_path(app_ctx.url)

@@ -16,6 +16,7 @@ from supportdesk.cli.progress import progress
 from supportdesk.listing import events_for, ticket_detail, ticket_ids, ticket_summaries
 from supportdesk.models import CHANNELS, PRIORITIES, STATUSES
 from supportdesk.query import parse_query
+from supportdesk.sla.policy import ticket_sla
 from supportdesk.tickets import (
     Changes, InvalidError, bulk_update, create_ticket, existing_ids, get_ticket, merge_tickets, resolve_actor,
     update_ticket,
@@ -62,6 +63,7 @@ def show(
     qctx = app_ctx.query_context()
     with app_ctx.database().read() as session:
         detail = ticket_detail(session, ticket_id, qctx.now)
+        detail["sla"]["targets"] = ticket_sla(session, app_ctx.settings, ticket_id, qctx.now)["targets"]
         if events or fmt == "json":
             detail["events"] = events_for(session, ticket_id)
     if fmt == "json":
@@ -90,6 +92,12 @@ def _print_detail(detail: dict, *, show_events: bool) -> None:
         facts.append(("follow-up of", f"#{detail['parent']}"))
     for name, value in facts:
         console.print(Text(f"  {name:<13}{clean_line(str(value))}"))
+    if detail["sla"]["targets"]:
+        console.print(Text(f"  {'sla':<13}{detail['sla']['policy']}"))
+        for target, info in detail["sla"]["targets"].items():
+            due = f" due {info['due']}" if info["due"] else ""
+            console.print(Text(f"    {target:<15}{info['state']}{due} ({info['used_minutes']}/"
+                               f"{info['target_minutes']} business min)"))
     for m in detail["messages"]:
         console.print()
         label = {"inbound": "from", "outbound": "reply to", "note": "note by", "call": "call with",

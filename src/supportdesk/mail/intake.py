@@ -27,6 +27,7 @@ from typing import Sequence
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from supportdesk.automation import apply_rules
 from supportdesk.config import MailboxConfig, Settings
 from supportdesk.db import Database
 from supportdesk.mail.loops import DEFAULT_RECIPIENT_LIMITS, DEFAULT_TICKET_LIMITS, allowed, automatic_reason
@@ -235,6 +236,7 @@ def _file_message(session: Session, settings: Settings, raw: RawMessage, ours: s
             update_ticket(session, ticket.id, Changes(status="open"), SYSTEM)
         if ticket.snoozed_until is not None:
             update_ticket(session, ticket.id, Changes(unsnooze=True), SYSTEM)
+        apply_rules(session, settings, ticket.id)
         return _Outcome(ticket_id=ticket.id)
 
     subject = remove_ticket_tag(parsed.subject, settings.tickets.subject_tag) or "(no subject)"
@@ -252,7 +254,9 @@ def _file_message(session: Session, settings: Settings, raw: RawMessage, ours: s
     if decision.action == "new_linked":
         add_message(session, ticket, SYSTEM, kind="system", body=f"Follow-up to ticket #{decision.ticket_id}: "
                     f"{decision.reason}.", record_event=False)
-    _maybe_acknowledge(session, settings, ticket, parsed, ours)
+    apply_rules(session, settings, ticket.id)
+    if get_ticket(session, ticket.id).status != "closed":  # a rule may drop it as spam: no reply then
+        _maybe_acknowledge(session, settings, ticket, parsed, ours)
     return _Outcome(ticket_id=ticket.id, created=True)
 
 
@@ -423,6 +427,7 @@ def ingest_interaction(database: Database, settings: Settings, data: dict, actor
             kind = {"phone": "call", "chat": "chat", "social": "social"}.get(channel, "inbound")
             add_message(session, ticket, actor, kind=kind, body=body, from_addr=requester.lower(),
                         created_at=created_at, author_agent_id=actor.agent_id)
+            apply_rules(session, settings, ticket.id)
             return ticket.id
         ticket = create_ticket(
             session, actor, requester_email=requester, requester_name=clean_line(str(data.get("name") or "")),
@@ -430,6 +435,7 @@ def ingest_interaction(database: Database, settings: Settings, data: dict, actor
             queue=str(data.get("queue") or settings.queue_names()[0]), created_at=created_at,
             tags=[str(t) for t in data.get("tags") or []],
         )
+        apply_rules(session, settings, ticket.id)
         return ticket.id
 
 
