@@ -172,18 +172,18 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.create_index('ix_tickets_assignee_status', ['assignee_id', 'status'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_channel'), ['channel'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_created_at'), ['created_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_external_id'), ['external_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_first_response_due'), ['first_response_due'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_mailbox'), ['mailbox'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_next_response_due'), ['next_response_due'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_priority'), ['priority'], unique=False)
+        batch_op.create_index('ix_tickets_first_response_due', ['first_response_due'], unique=False,
+                              sqlite_where=sa.text('first_response_due IS NOT NULL'), postgresql_where=sa.text('first_response_due IS NOT NULL'))
+        batch_op.create_index('ix_tickets_next_response_due', ['next_response_due'], unique=False,
+                              sqlite_where=sa.text('next_response_due IS NOT NULL'), postgresql_where=sa.text('next_response_due IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_tickets_priority_rank'), ['priority_rank'], unique=False)
         batch_op.create_index('ix_tickets_queue_status', ['queue_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_requester_id'), ['requester_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_resolution_due'), ['resolution_due'], unique=False)
-        batch_op.create_index(batch_op.f('ix_tickets_snoozed_until'), ['snoozed_until'], unique=False)
+        batch_op.create_index('ix_tickets_resolution_due', ['resolution_due'], unique=False,
+                              sqlite_where=sa.text('resolution_due IS NOT NULL'), postgresql_where=sa.text('resolution_due IS NOT NULL'))
+        batch_op.create_index('ix_tickets_snoozed_until', ['snoozed_until'], unique=False,
+                              sqlite_where=sa.text('snoozed_until IS NOT NULL'), postgresql_where=sa.text('snoozed_until IS NOT NULL'))
         batch_op.create_index('ix_tickets_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_updated_at'), ['updated_at'], unique=False)
 
@@ -235,8 +235,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_messages_message_id'), ['message_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_messages_raw_message_id'), ['raw_message_id'], unique=False)
+        batch_op.create_index('ix_messages_message_id', ['message_id'], unique=False,
+                              sqlite_where=sa.text('message_id IS NOT NULL'), postgresql_where=sa.text('message_id IS NOT NULL'))
+        batch_op.create_index('ix_messages_raw_message_id', ['raw_message_id'], unique=False,
+                              sqlite_where=sa.text('raw_message_id IS NOT NULL'), postgresql_where=sa.text('raw_message_id IS NOT NULL'))
         batch_op.create_index('ix_messages_ticket_created', ['ticket_id', 'created_at'], unique=False)
 
     op.create_table('participants',
@@ -354,13 +356,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_tickets_requester_id'))
         batch_op.drop_index('ix_tickets_queue_status')
         batch_op.drop_index(batch_op.f('ix_tickets_priority_rank'))
-        batch_op.drop_index(batch_op.f('ix_tickets_priority'))
         batch_op.drop_index(batch_op.f('ix_tickets_next_response_due'))
-        batch_op.drop_index(batch_op.f('ix_tickets_mailbox'))
         batch_op.drop_index(batch_op.f('ix_tickets_first_response_due'))
-        batch_op.drop_index(batch_op.f('ix_tickets_external_id'))
         batch_op.drop_index(batch_op.f('ix_tickets_created_at'))
-        batch_op.drop_index(batch_op.f('ix_tickets_channel'))
         batch_op.drop_index('ix_tickets_assignee_status')
 
     op.drop_table('tickets')

@@ -44,6 +44,12 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.replace(tzinfo=timezone.utc)
 
 
+def _sparse_index(table: str, column: str) -> sa.Index:
+    """An index of the rows where the column is set: most rows leave it NULL and cost nothing."""
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(f"ix_{table}_{column}", column, sqlite_where=where, postgresql_where=where)
+
+
 def _ts(nullable: bool = False, index: bool = False):
     return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
 
@@ -92,17 +98,19 @@ class Ticket(SQLModel, table=True):
         sa.Index("ix_tickets_status_created", "status", "created_at"),
         sa.Index("ix_tickets_queue_status", "queue_id", "status"),
         sa.Index("ix_tickets_assignee_status", "assignee_id", "status"),
+        *[_sparse_index("tickets", c) for c in ("first_response_due", "next_response_due", "resolution_due",
+                                                 "snoozed_until")],
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     subject: str = ""
     status: str = Field(default="new", sa_column=sa.Column(sa.String(16), nullable=False))
-    priority: str = Field(default="normal", sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    priority: str = Field(default="normal", sa_column=sa.Column(sa.String(16), nullable=False))
     priority_rank: int = Field(default=1, sa_column=sa.Column(sa.SmallInteger, nullable=False, index=True))
-    channel: str = Field(default="email", sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    channel: str = Field(default="email", sa_column=sa.Column(sa.String(16), nullable=False))
     queue_id: int = Field(foreign_key="queues.id")
     requester_id: int = Field(foreign_key="customers.id", index=True)
     assignee_id: Optional[int] = Field(default=None, foreign_key="agents.id")
-    mailbox: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(100), index=True))
+    mailbox: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(100)))
     version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
     message_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     unread: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
@@ -112,14 +120,14 @@ class Ticket(SQLModel, table=True):
     last_outbound_at: Optional[datetime] = _ts(nullable=True)
     solved_at: Optional[datetime] = _ts(nullable=True)
     closed_at: Optional[datetime] = _ts(nullable=True)
-    snoozed_until: Optional[datetime] = _ts(nullable=True, index=True)
+    snoozed_until: Optional[datetime] = _ts(nullable=True)
     sla_policy: Optional[str] = None
-    first_response_due: Optional[datetime] = _ts(nullable=True, index=True)
-    next_response_due: Optional[datetime] = _ts(nullable=True, index=True)
-    resolution_due: Optional[datetime] = _ts(nullable=True, index=True)
+    first_response_due: Optional[datetime] = _ts(nullable=True)
+    next_response_due: Optional[datetime] = _ts(nullable=True)
+    resolution_due: Optional[datetime] = _ts(nullable=True)
     merged_into_id: Optional[int] = Field(default=None, foreign_key="tickets.id")
     parent_id: Optional[int] = Field(default=None, foreign_key="tickets.id")
-    external_id: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(200), index=True))
+    external_id: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(200)))
 
 
 class Tag(SQLModel, table=True):
@@ -168,7 +176,11 @@ class RawMessage(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
-    __table_args__ = (sa.Index("ix_messages_ticket_created", "ticket_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_messages_ticket_created", "ticket_id", "created_at"),
+        _sparse_index("messages", "message_id"),
+        _sparse_index("messages", "raw_message_id"),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id")
     kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
@@ -180,11 +192,11 @@ class Message(SQLModel, table=True):
     subject: str = ""
     body_text: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     body_html: Optional[str] = Field(default=None, sa_column=sa.Column(sa.Text))
-    message_id: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(998), index=True))
+    message_id: Optional[str] = Field(default=None, sa_column=sa.Column(sa.String(998)))
     in_reply_to: Optional[str] = None
     references: str = ""
     auto: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
-    raw_message_id: Optional[int] = Field(default=None, foreign_key="raw_messages.id", index=True)
+    raw_message_id: Optional[int] = Field(default=None, foreign_key="raw_messages.id")
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 

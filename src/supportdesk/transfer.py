@@ -329,11 +329,12 @@ def _insert(session: Session, table: sa.Table, rows: list[dict]) -> None:
         return
     columns = list(rows[0])
     names = ", ".join(f'"{c}"' for c in columns)
-    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(columns))})'
-    instants = {i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)}
-    connection.exec_driver_sql(sql, [
-        tuple(_sqlite_instant(row[c]) if i in instants else row[c] for i, c in enumerate(columns)) for row in rows
-    ])
+    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join(f":{c}" for c in columns)})'
+    instants = [c for c in columns if isinstance(table.c[c].type, UTCDateTime)]
+    for row in rows:
+        for c in instants:
+            row[c] = _sqlite_instant(row[c])
+    connection.exec_driver_sql(sql, rows)
 
 
 def _sqlite_instant(value: datetime | None) -> str | None:
