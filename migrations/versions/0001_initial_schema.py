@@ -71,6 +71,7 @@ def upgrade() -> None:
     sa.Column('mailbox', sa.String(length=100), nullable=False),
     sa.Column('uidvalidity', sa.BigInteger(), nullable=True),
     sa.Column('last_uid', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('stored_total', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('last_fetch_at', sa.DateTime(), nullable=True),
     sa.Column('last_error', sa.String(), nullable=True),
     sa.Column('last_error_at', sa.DateTime(), nullable=True),

@@ -263,6 +263,7 @@ class MailboxState(SQLModel, table=True):
     mailbox: str = Field(sa_column=sa.Column(sa.String(100), primary_key=True))
     uidvalidity: Optional[int] = Field(default=None, sa_column=sa.Column(sa.BigInteger))
     last_uid: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    stored_total: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
     last_fetch_at: Optional[datetime] = _ts(nullable=True)
     last_error: Optional[str] = None
     last_error_at: Optional[datetime] = _ts(nullable=True)

@@ -183,7 +183,8 @@ def doctor(ctx: typer.Context):
         if state and state.last_error:
             report(False, f"mailbox {box.name}", f"last error {state.last_error_at}: {state.last_error}")
         elif state and state.last_fetch_at:
-            report(True, f"mailbox {box.name}", f"last fetch {state.last_fetch_at.isoformat()}")
+            report(True, f"mailbox {box.name}", f"last fetch {state.last_fetch_at.isoformat()}, "
+                                                f"{state.stored_total} messages stored so far")
         if box.imap_host:
             report(*_reachable(box.imap_host, box.imap_port, f"IMAP {box.name}"))
     if settings.smtp:

@@ -23,7 +23,7 @@ from imapclient.exceptions import IMAPClientError
 
 from supportdesk.config import ConfigError, MailboxConfig, Settings
 from supportdesk.db import Database
-from supportdesk.mail.intake import IntakeReport, process_pending, store_raw
+from supportdesk.mail.intake import IntakeReport, process_pending, store_raw_batch
 from supportdesk.models import MailboxState, RawMessage, utcnow
 from supportdesk.text import clean_line
 
@@ -113,18 +113,16 @@ def _fetch(database: Database, box: MailboxConfig, client: IMAPClient) -> FetchR
     for start in range(0, len(uids), BATCH):
         batch = uids[start:start + BATCH]
         data = client.fetch(batch, ["BODY.PEEK[]"])
+        items = [(uid, data[uid][b"BODY[]"]) for uid in batch if b"BODY[]" in data.get(uid, {})]
         with database.write() as session:
-            for uid in batch:
-                raw = data.get(uid, {}).get(b"BODY[]")
-                if raw is None:
-                    continue
-                _, new = store_raw(session, raw, mailbox=box.name, uidvalidity=uidvalidity, uid=uid)
-                report.stored += int(new)
-                report.duplicates += int(not new)
-                fetched += 1
+            stored, duplicates = store_raw_batch(session, items, mailbox=box.name, uidvalidity=uidvalidity)
+            report.stored += stored
+            report.duplicates += duplicates
+            fetched += len(items)
             state = session.get(MailboxState, box.name)
             state.last_uid = max(batch)
             state.last_fetch_at = utcnow()
+            state.stored_total += stored
         _after_store(client, box, batch)
     if box.processed_folder:
         _move_leftovers(database, client, box, uidvalidity, last_uid)

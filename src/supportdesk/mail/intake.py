@@ -105,6 +105,32 @@ def store_raw(
     return row.id, True
 
 
+def store_raw_batch(
+    session: Session, items: Sequence[tuple[int, bytes]], *, mailbox: str, uidvalidity: int,
+) -> tuple[int, int]:
+    """`store_raw` for a batch of (uid, bytes) from one IMAP folder, in a few statements: (stored, duplicates)."""
+    R = RawMessage.__table__.c
+    uids = [uid for uid, _ in items]
+    known = set(session.execute(sa.select(R.uid).where(
+        R.mailbox == mailbox, R.uidvalidity == uidvalidity, R.uid.in_(uids))).scalars())
+    digests = {uid: hashlib.sha256(raw).hexdigest() for uid, raw in items if uid not in known}
+    seen = set(session.execute(sa.select(R.content_sha256).where(
+        R.mailbox == mailbox, R.content_sha256.in_(list(digests.values())))).scalars()) if digests else set()
+    now = utcnow()
+    rows = []
+    for uid, raw in items:
+        digest = digests.get(uid)
+        if digest is None or digest in seen:
+            continue
+        seen.add(digest)
+        rows.append({"mailbox": mailbox, "uidvalidity": uidvalidity, "uid": uid, "source": "imap",
+                     "content_sha256": digest, "message_id_header": header_message_id(raw), "raw": raw,
+                     "state": STORED, "received_at": now})
+    if rows:
+        session.execute(RawMessage.__table__.insert(), rows)
+    return len(rows), len(items) - len(rows)
+
+
 # --- step 2: parse and thread -----------------------------------------------------------------
 
 def process_pending(database: Database, settings: Settings, *, limit: int | None = None,
