@@ -287,3 +287,14 @@ def test_doctor_reports_config_database_and_mailbox_health(cli, cli_env, databas
     assert "FAIL mailbox support" in sick.output and "authentication failed" in sick.output
     assert "FAIL secret smtp.password" in sick.output
     assert "FAIL SMTP" in sick.output
+
+
+def test_signatures_are_set_from_the_command_line(cli, database):
+    from supportdesk.models import Agent, Queue
+
+    assert cli("agents", "signature", "bob", "--file", "-", input="Bob\nSupport team\n").exit_code == 0
+    assert cli("queues", "signature", "General", "--file", "-", input="The General team\n").exit_code == 0
+    with database.read() as session:
+        assert session.execute(sa.select(Agent.signature).where(Agent.login == "bob")).scalar() == "Bob\nSupport team"
+        assert session.execute(sa.select(Queue.signature).where(Queue.name == "General")).scalar() == "The General team"
+    assert cli("agents", "signature", "ghost", "--file", "-", input="x").exit_code == 2

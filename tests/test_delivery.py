@@ -587,3 +587,50 @@ def test_reply_to_a_bounced_address_warns_the_agent(cli, database, tmp_path):
     again = cli("tickets", "reply", str(ticket_id), "--body-file", str(body))
     assert again.exit_code == 0
     assert "gone@acme.test bounced in the last 30 days" in again.output
+
+
+def test_reply_with_attachment_signature_and_agent_display_name(cli, cli_env, database, tmp_path):
+    Path(cli_env["SUPPORTDESK_CONFIG"]).write_text(
+        '[[mailbox]]\nname = "support"\naddress = "support@example.test"\nqueue = "General"\n'
+        '[tickets]\nfrom_name = "{agent} via {queue}"\n', encoding="utf-8")
+    with database.write() as session:
+        from supportdesk.models import Agent
+
+        session.execute(sa.update(Agent.__table__).where(Agent.login == "alice").values(signature="Alice, Support"))
+    ticket_id = int(cli("tickets", "create", "--from", "bob@acme.test", "--subject", "Invoice").output)
+    body, pdf = tmp_path / "r.txt", tmp_path / "invoice.pdf"
+    body.write_text("Here it is.", encoding="utf-8")
+    pdf.write_bytes(b"%PDF-1.4 fake")
+    result = cli("tickets", "reply", str(ticket_id), "--body-file", str(body), "--attach", str(pdf))
+    assert result.exit_code == 0, result.output
+    with database.read() as session:
+        raw = session.execute(sa.select(Outbox.raw)).scalar_one()
+    sent = email.message_from_bytes(raw, policy=policy.default)
+    assert sent["From"].addresses[0].display_name == "Alice via General"
+    assert "-- \nAlice, Support" in sent.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    (part,) = list(sent.iter_attachments())
+    assert part.get_filename() == "invoice.pdf" and part.get_content() == b"%PDF-1.4 fake"
+    shown = json.loads(cli("tickets", "show", str(ticket_id), "--format", "json").output)
+    assert shown["messages"][-1]["attachments"][0]["filename"] == "invoice.pdf"
+
+
+def test_forward_to_a_third_party_threads_their_answer_back(cli, database, tmp_path):
+    from supportdesk.mail.intake import ingest_bytes
+    from tests.test_intake import mail, settings_for as intake_settings
+
+    ticket_id = int(cli("tickets", "create", "--from", "bob@acme.test", "--subject", "Broken pump",
+                        "--body-file", "-", input="The pump leaks.\n").output)
+    result = cli("tickets", "forward", str(ticket_id), "--to", "vendor@pumps.test", "--body-file", "-",
+                 input="Can you look at this?\n")
+    assert result.exit_code == 0, result.output
+    with database.read() as session:
+        raw = session.execute(sa.select(Outbox.raw)).scalar_one()
+    sent = email.message_from_bytes(raw, policy=policy.default)
+    assert sent["To"] == "vendor@pumps.test" and sent["Subject"].startswith("Fwd: Broken pump [Support #")
+    text = sent.get_body(("plain",)).get_content()
+    assert "Can you look at this?" in text and "The pump leaks." in text
+    answer = mail(subject=f"Re: {sent['Subject']}", sender="vendor@pumps.test", body="Replace the seal.",
+                  In_Reply_To=sent["Message-ID"])
+    _, report = ingest_bytes(database, intake_settings(), answer, "support")
+    assert report.appended == [ticket_id]
+    assert cli("tickets", "forward", str(ticket_id), "--to", "Evil <x@y.test>").exit_code == 2

@@ -96,6 +96,7 @@ class TicketsConfig:
     subject_tag: str = "Support"
     autoreply: bool = True
     reopen_days: int = 14
+    from_name: str = "{queue}"
 
 
 @dataclass(frozen=True)
@@ -238,11 +239,17 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
         )
 
     tickets = reader.table(data, "tickets")
-    reader.allowed(tickets, "tickets", {"subject_tag", "autoreply", "reopen_days"})
+    reader.allowed(tickets, "tickets", {"subject_tag", "autoreply", "reopen_days", "from_name"})
+    from_name = reader.string(tickets, "tickets", "from_name", default="{queue}")
+    try:
+        from_name.format(queue="Q", agent="A")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(path, "tickets.from_name", f"may use only {{queue}} and {{agent}} ({exc})") from None
     settings.tickets = TicketsConfig(
         subject_tag=reader.string(tickets, "tickets", "subject_tag", default="Support"),
         autoreply=reader.boolean(tickets, "tickets", "autoreply", True),
         reopen_days=reader.integer(tickets, "tickets", "reopen_days", default=14),
+        from_name=from_name,
     )
 
     from supportdesk.query import QueryError, parse_query

@@ -52,6 +52,40 @@ def disable(ctx: typer.Context, login: str = typer.Argument(...)):
     typer.echo(f"Agent {login} is disabled.")
 
 
+@app.command("signature")
+def agent_signature(
+    ctx: typer.Context,
+    login: str = typer.Argument(...),
+    file: str = typer.Option(..., "--file", help="The signature text, or - for stdin (empty removes it)."),
+):
+    """Set the signature appended to this agent's replies (it wins over the queue's)."""
+    from supportdesk.cli.args import read_body
+    from supportdesk.tickets import get_agent
+    from supportdesk.text import clean_text
+
+    text = clean_text(read_body(file)).strip()
+    with app_context(ctx).database().write() as session:
+        get_agent(session, login).signature = text
+    typer.echo(f"Signature of {login} {'set' if text else 'removed'}.")
+
+
+@queues_app.command("signature")
+def queue_signature(
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    file: str = typer.Option(..., "--file", help="The signature text, or - for stdin (empty removes it)."),
+):
+    """Set the signature appended to replies from this queue (when the agent has none)."""
+    from supportdesk.cli.args import read_body
+    from supportdesk.tickets import get_queue
+    from supportdesk.text import clean_text
+
+    text = clean_text(read_body(file)).strip()
+    with app_context(ctx).database().write() as session:
+        get_queue(session, name).signature = text
+    typer.echo(f"Signature of queue {name} {'set' if text else 'removed'}.")
+
+
 @queues_app.command("list")
 def list_queues(ctx: typer.Context, fmt: Format = typer.Option(Format.table, "--format")):
     """Queues with their address and how many tickets are open in each."""

@@ -160,6 +160,7 @@ def reply(
     ticket_id: int = typer.Argument(..., metavar="ID"),
     body_file: Optional[str] = typer.Option(None, "--body-file", help="The reply text, or - for stdin."),
     status: Optional[str] = typer.Option(None, "--status", help="Status after replying (new tickets become open)."),
+    attach: Optional[List[str]] = typer.Option(None, "--attach", help="A file to attach (repeatable)."),
 ):
     """Answer the customer by email (queued in the outbox; `supportdesk send` delivers)."""
     from supportdesk.mail.delivery import bounced_recently
@@ -177,12 +178,60 @@ def reply(
         if bounced:
             typer.echo(f"supportdesk: warning: mail to {bounced} bounced in the last 30 days; "
                        "this reply may not arrive either", err=True)
-        message = queue_reply(session, app_ctx.settings, ticket, actor, body)
+        message = queue_reply(session, app_ctx.settings, ticket, actor, body, attachments=read_attachments(attach))
         new_status = status or ("open" if ticket.status == "new" else None)
         if new_status:
             update_ticket(session, ticket_id, Changes(status=new_status), actor)
         message_id = message.id
     _report(f"Reply #{message_id} queued on ticket #{ticket_id}", str(message_id))
+
+
+@app.command("forward")
+def forward(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    to: List[str] = typer.Option(..., "--to", help="The third party's address (repeatable)."),
+    body_file: Optional[str] = typer.Option(None, "--body-file", help="A note to put above the customer's message."),
+    attach: Optional[List[str]] = typer.Option(None, "--attach", help="A file to attach (repeatable)."),
+):
+    """Forward the customer's last message to a third party; their answer threads back into the ticket."""
+    from supportdesk.mail.compose import validate_address
+    from supportdesk.mail.outbox import forward_body, queue_reply
+    from supportdesk.mail.subjects import strip_reply_prefixes
+    from supportdesk.tickets import add_participant
+
+    app_ctx = app_context(ctx)
+    note = clean_text(read_body(body_file, required=False))
+    try:
+        recipients = [validate_address(a) for a in to]
+    except ValueError as exc:
+        raise InvalidError(f"--to: {exc}") from None
+    with app_ctx.database().write() as session:
+        actor = resolve_actor(session, app_ctx.login)
+        ticket = get_ticket(session, ticket_id)
+        subject = f"Fwd: {strip_reply_prefixes(ticket.subject)} [{app_ctx.settings.tickets.subject_tag} #{ticket_id}]"
+        message = queue_reply(session, app_ctx.settings, ticket, actor, forward_body(session, ticket_id, note),
+                              to=recipients, cc=[], subject=subject, attachments=read_attachments(attach))
+        for address in recipients:
+            add_participant(session, ticket_id, address, role="forwarded")
+        message_id = message.id
+    _report(f"Forward #{message_id} to {', '.join(recipients)} queued on ticket #{ticket_id}", str(message_id))
+
+
+def read_attachments(paths: list[str] | None) -> list[tuple[str, str, bytes]]:
+    import mimetypes
+    import os
+
+    files = []
+    for path in paths or []:
+        try:
+            with open(os.path.expanduser(path), "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise InvalidError(f"cannot read {path}: {exc.strerror}") from None
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        files.append((os.path.basename(path), content_type, data))
+    return files
 
 
 @app.command("note")

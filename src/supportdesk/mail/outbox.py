@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from supportdesk.config import Settings
 from supportdesk.mail.compose import OutgoingMail, build_message, envelope_recipients, make_message_id, reply_subject
-from supportdesk.models import Customer, Message, Outbox, Participant, Queue, Ticket, utcnow
+from supportdesk.models import Agent, Customer, Message, Outbox, Participant, Queue, Ticket, utcnow
 from supportdesk.tickets import Actor, InvalidError, StoredMessage, add_message
 
 REPLYABLE_KINDS = ("inbound", "outbound")
@@ -57,11 +57,14 @@ def queue_reply(
     auto: bool = False,
     to: Sequence[str] | None = None,
     cc: Sequence[str] | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+    subject: str | None = None,
 ) -> StoredMessage:
     """Compose a reply and put it in the outbox in the caller's transaction.
 
     The message appears in the thread at once with delivery `queued`; the SMTP
-    side (`supportdesk send`) picks it up later.
+    side (`supportdesk send`) picks it up later.  The agent's signature (else the
+    queue's) is appended to replies an agent writes.
     """
     requester = session.get(Customer, ticket.requester_id)
     from_addr = sender_address(session, settings, ticket)
@@ -75,10 +78,18 @@ def queue_reply(
     domain = from_addr.rsplit("@", 1)[1]
     now = utcnow()
     queue = session.get(Queue, ticket.queue_id)
+    agent = session.get(Agent, actor.agent_id) if actor.agent_id else None
+    signature = "" if auto else ((agent.signature if agent else "") or (queue.signature if queue else "")).strip()
+    if signature:
+        body = f"{body.rstrip()}\n\n-- \n{signature}\n"
+    agent_name = (agent.name or agent.login) if agent and not auto else ""
+    template = settings.tickets.from_name if agent_name or "{agent}" not in settings.tickets.from_name else "{queue}"
+    from_name = template.format(queue=queue.name if queue else "", agent=agent_name).strip()
     mail = OutgoingMail(
-        from_addr=from_addr, from_name=queue.name if queue else "", to=list(to), cc=list(cc), reply_to=from_addr,
-        subject=reply_subject(ticket.subject, settings.tickets.subject_tag, ticket.id), body_text=body,
+        from_addr=from_addr, from_name=from_name, to=list(to), cc=list(cc), reply_to=from_addr,
+        subject=subject or reply_subject(ticket.subject, settings.tickets.subject_tag, ticket.id), body_text=body,
         message_id=make_message_id(domain), in_reply_to=in_reply_to, references=references, auto=auto, date=now,
+        attachments=list(attachments),
     )
     try:
         raw = build_message(mail)
@@ -89,11 +100,30 @@ def queue_reply(
         from_name=mail.from_name, to=mail.to, cc=mail.cc, created_at=now, message_id=mail.message_id,
         in_reply_to=in_reply_to, references=references, auto=auto, author_agent_id=actor.agent_id,
     )
+    if attachments:
+        save_attachments(session, message.id, attachments)
     session.execute(Outbox.__table__.insert().values(
         ticket_id=ticket.id, message_id=message.id, status="queued", envelope_from="" if auto else from_addr,
         envelope_to=json.dumps(envelope_recipients(mail)), raw=raw, attempts=0, next_attempt_at=now, created_at=now,
     ))
     return message
+
+
+def save_attachments(session: Session, message_id: int, files: Sequence[tuple[str, str, bytes]]) -> None:
+    """Attachment rows for a message, their content stored once per distinct content."""
+    import hashlib
+
+    from supportdesk.models import Attachment
+    from supportdesk.transfer import store_blobs
+
+    blobs, rows = {}, []
+    for filename, content_type, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        blobs[digest] = {"sha256": digest, "size": len(data), "data": data}
+        rows.append({"message_id": message_id, "filename": filename, "content_type": content_type,
+                     "size": len(data), "sha256": digest, "inline": False})
+    store_blobs(session, list(blobs.values()))
+    session.execute(Attachment.__table__.insert(), rows)
 
 
 def acknowledgement_body(session: Session, settings: Settings, ticket: Ticket) -> str:
@@ -108,3 +138,17 @@ def acknowledgement_body(session: Session, settings: Settings, ticket: Ticket) -
         customer={"email": customer.email, "name": customer.name},
         queue={"name": queue.name if queue else "", "address": queue.address if queue else None},
     )
+
+
+def forward_body(session: Session, ticket_id: int, note: str) -> str:
+    """An agent's note above the customer's last message, quoted the way mail clients forward."""
+    M = Message.__table__.c
+    last = session.execute(sa.select(M.from_addr, M.created_at, M.subject, M.body_text).where(
+        M.ticket_id == ticket_id, M.kind.in_(("inbound", "call", "chat", "social"))
+    ).order_by(M.created_at.desc(), M.id.desc()).limit(1)).first()
+    parts = [note.rstrip()] if note.strip() else []
+    if last is not None:
+        parts.append("---------- Forwarded message ----------\n"
+                     f"From: {last.from_addr}\nDate: {last.created_at.isoformat()}\nSubject: {last.subject}\n\n"
+                     f"{last.body_text.rstrip()}")
+    return "\n\n".join(parts) + "\n"
