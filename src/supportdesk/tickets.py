@@ -110,6 +110,16 @@ def get_queue(session: Session, name: str) -> Queue:
     return queue
 
 
+def queue_id(session: Session, name: str) -> int:
+    """A queue's id by name (case-insensitive), refusing unknown names."""
+    found = session.execute(sa.select(Queue.__table__.c.id).where(
+        sa.func.lower(Queue.__table__.c.name) == name.lower())).scalar()
+    if found is None:
+        known = ", ".join(session.exec(select(Queue.name).order_by(Queue.name)).all()) or "none"
+        raise InvalidError(f"unknown queue {name!r} (known: {known})")
+    return found
+
+
 def ensure_queue(session: Session, name: str, address: str | None = None) -> Queue:
     queue = session.exec(select(Queue).where(sa.func.lower(Queue.name) == name.lower())).first()
     if queue is None:
@@ -147,29 +157,35 @@ def normalize_tag(name: str) -> str:
     return cleaned
 
 
-def get_or_create_customer(session: Session, email: str, name: str = "") -> Customer:
+@dataclass(frozen=True)
+class CustomerRef:
+    id: int
+    email: str
+    name: str
+
+
+def get_or_create_customer(session: Session, email: str, name: str = "") -> CustomerRef:
     """The customer with this address, created (with their organization) when new."""
     email = email.strip().lower()
     if "@" not in email or any(ch.isspace() for ch in email):
         raise InvalidError(f"bad email address {email!r}")
-    customer = session.exec(select(Customer).where(Customer.email == email)).first()
-    if customer is not None:
-        if name and not customer.name:
-            customer.name = name
-        return customer
+    C, O = Customer.__table__, Organization.__table__
+    row = session.execute(sa.select(C.c.id, C.c.name).where(C.c.email == email)).first()
+    if row is not None:
+        if name and not row.name:
+            session.execute(sa.update(C).where(C.c.id == row.id).values(name=name))
+        return CustomerRef(row.id, email, row.name or name)
     domain = email.rsplit("@", 1)[1]
     org_id = None
     if domain not in FREEMAIL_DOMAINS:
-        org = session.exec(select(Organization).where(Organization.domain == domain)).first()
-        if org is None:
-            org = Organization(name=domain.split(".")[0].capitalize() if domain.count(".") else domain, domain=domain)
-            session.add(org)
-            session.flush()
-        org_id = org.id
-    customer = Customer(email=email, name=name, organization_id=org_id)
-    session.add(customer)
-    session.flush()
-    return customer
+        org_id = session.execute(sa.select(O.c.id).where(O.c.domain == domain)).scalar()
+        if org_id is None:
+            org_name = domain.split(".")[0].capitalize() if domain.count(".") else domain
+            org_id = session.execute(O.insert().values(name=org_name, domain=domain, created_at=utcnow())
+                                     .returning(O.c.id)).scalar_one()
+    customer_id = session.execute(C.insert().values(email=email, name=name, organization_id=org_id,
+                                                    created_at=utcnow()).returning(C.c.id)).scalar_one()
+    return CustomerRef(customer_id, email, name)
 
 
 # --- creating -------------------------------------------------------------------------------
@@ -203,10 +219,10 @@ def create_ticket(
     _check_choice("status", status, STATUSES)
     now = created_at or utcnow()
     customer = get_or_create_customer(session, requester_email, requester_name)
-    queue_row = get_queue(session, queue)
     ticket = Ticket(
         subject=subject.strip() or "(no subject)", status=status, priority=priority,
-        priority_rank=PRIORITY_RANK[priority], channel=channel, queue_id=queue_row.id, requester_id=customer.id,
+        priority_rank=PRIORITY_RANK[priority], channel=channel, queue_id=queue_id(session, queue),
+        requester_id=customer.id,
         mailbox=mailbox, created_at=now, updated_at=now, parent_id=parent_id, unread=True,
     )
     session.add(ticket)
