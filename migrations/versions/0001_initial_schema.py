@@ -309,6 +309,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_status_next', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_outbox_unfinished', ['id'], unique=False,
+                              sqlite_where=sa.text("status IN ('queued', 'failed', 'sending')"),
+                              postgresql_where=sa.text("status IN ('queued', 'failed', 'sending')"))
         batch_op.create_index(batch_op.f('ix_outbox_ticket_id'), ['ticket_id'], unique=False)
 
 
@@ -323,6 +326,7 @@ def downgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_ticket_id'))
         batch_op.drop_index('ix_outbox_status_next')
+        batch_op.drop_index('ix_outbox_unfinished')
 
     op.drop_table('outbox')
     with op.batch_alter_table('attachments', schema=None) as batch_op:

@@ -15,6 +15,8 @@ MESSAGE_KINDS = ("inbound", "outbound", "note", "call", "chat", "social", "syste
 DELIVERY_STATES = ("queued", "sending", "sent", "failed", "dead", "bounced", "cancelled")
 ROLES = ("agent", "admin")
 SYSTEM_ACTOR = "system"
+# The rows a sender may still have to send; indexed on its own so claiming stays O(1) as `sent` rows pile up.
+OUTBOX_UNFINISHED = "status IN ('queued', 'failed', 'sending')"
 
 
 def utcnow() -> datetime:
@@ -239,7 +241,11 @@ class Outbox(SQLModel, table=True):
     """Outbound mail, committed with its exact bytes before any SMTP traffic."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_unfinished", "id", sqlite_where=sa.text(OUTBOX_UNFINISHED),
+                 postgresql_where=sa.text(OUTBOX_UNFINISHED)),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
     message_id: int = Field(foreign_key="messages.id", unique=True)

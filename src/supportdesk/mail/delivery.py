@@ -32,6 +32,7 @@ success, so an agent can quote the queue id to the mail admin.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 import logging
 import os
 import secrets
@@ -50,7 +51,7 @@ from sqlmodel import Session
 from supportdesk.config import ConfigError, MailboxConfig, Settings, SmtpConfig
 from supportdesk.db import Database, DatabaseError
 from supportdesk.listing import iso
-from supportdesk.models import DELIVERY_STATES, Customer, Message, Outbox, Ticket, utcnow
+from supportdesk.models import OUTBOX_UNFINISHED, DELIVERY_STATES, Customer, Message, Outbox, Ticket, utcnow
 from supportdesk.tickets import Actor, ConflictError, InvalidError, NotFoundError, record
 from supportdesk.text import clean_line
 
@@ -158,43 +159,65 @@ def claim(database: Database, worker: str, now: datetime | None = None, lease_se
     sender must not turn into an endless stream of duplicates.
     """
     now = now or utcnow()
-    O = Outbox.__table__.c
-    due = _due(now, lease_seconds)
-    postgres = database.engine.dialect.name == "postgresql"
+    pick, take, stale, fetch = _claim_statements(database.engine.dialect.name == "postgresql")
+    params = {"now": now, "cutoff": now - timedelta(seconds=lease_seconds), "worker": worker}
     with database.write() as session:
         if max_attempts:
-            stale = sa.and_(O.status == "sending", O.attempts >= max_attempts,
-                            sa.or_(O.claimed_at.is_(None), O.claimed_at < now - timedelta(seconds=lease_seconds)))
-            session.execute(sa.update(Outbox.__table__).where(stale).values(
-                status="dead", claimed_at=None,
-                last_error=f"the sender stopped during each of {max_attempts} attempts; "
-                           "it may have been delivered — check before `supportdesk outbox retry`"))
+            session.execute(stale, dict(params, max_attempts=max_attempts, error=(
+                f"the sender stopped during each of {max_attempts} attempts; "
+                "it may have been delivered — check before `supportdesk outbox retry`")))
         for _ in range(8):
-            pick = sa.select(O.id).where(due).order_by(O.id).limit(1)
-            if postgres:
-                pick = pick.with_for_update(skip_locked=True)
-            row_id = session.execute(pick).scalar()
+            row_id = session.execute(pick, params).scalar()
             if row_id is None:
                 return None
-            taken = session.execute(
-                sa.update(Outbox.__table__).where(O.id == row_id, due)
-                .values(status="sending", claimed_by=worker, claimed_at=now, attempts=O.attempts + 1)
-            )
-            if taken.rowcount != 1:
+            if session.execute(take, dict(params, row_id=row_id)).rowcount != 1:
                 continue
-            row = session.execute(sa.select(Outbox.__table__).where(O.id == row_id)).one()
+            row = session.execute(fetch, {"row_id": row_id}).one()
             return Job(id=row.id, ticket_id=row.ticket_id, message_id=row.message_id,
                        envelope_from=row.envelope_from or "", envelope_to=list(json.loads(row.envelope_to or "[]")),
                        raw=bytes(row.raw or b""), attempts=row.attempts, claimed_by=worker, claimed_at=now)
     return None
 
 
+@lru_cache(maxsize=2)
+def _claim_statements(postgres: bool):
+    """The claim's statements, built once with bind parameters (building them is most of a claim's cost)."""
+    O = Outbox.__table__.c
+    now = sa.bindparam("now", type_=O.claimed_at.type)
+    cutoff = sa.bindparam("cutoff", type_=O.claimed_at.type)
+    waiting = sa.or_(O.next_attempt_at.is_(None), O.next_attempt_at <= now)
+    due = sa.or_(
+        sa.and_(O.status.in_(("queued", "failed")), waiting),
+        sa.and_(O.status == "sending", sa.or_(O.claimed_at.is_(None), O.claimed_at < cutoff)),
+    )
+    pick = sa.select(O.id).where(sa.text(OUTBOX_UNFINISHED), due).order_by(O.id).limit(1)
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    take = (sa.update(Outbox.__table__).where(O.id == sa.bindparam("row_id"), due)
+            .values(status="sending", claimed_by=sa.bindparam("worker"), claimed_at=now, attempts=O.attempts + 1))
+    stale = (sa.update(Outbox.__table__)
+             .where(O.status == "sending", O.attempts >= sa.bindparam("max_attempts"),
+                    sa.or_(O.claimed_at.is_(None), O.claimed_at < cutoff))
+             .values(status="dead", claimed_at=None, last_error=sa.bindparam("error")))
+    fetch = sa.select(Outbox.__table__).where(O.id == sa.bindparam("row_id"))
+    return pick, take, stale, fetch
+
+
+@lru_cache(maxsize=1)
+def _finish_statement():
+    O = Outbox.__table__.c
+    return (sa.update(Outbox.__table__)
+            .where(O.id == sa.bindparam("row_id"), O.status == "sending", O.claimed_by == sa.bindparam("worker"))
+            .values(status=sa.bindparam("status"), last_error=sa.bindparam("last_error"), claimed_at=None,
+                    sent_at=sa.bindparam("sent_at", type_=O.sent_at.type),
+                    next_attempt_at=sa.bindparam("next_attempt_at", type_=O.next_attempt_at.type)))
+
+
 def finish(database: Database, job: Job, outcome: Outcome, worker: str, *, now: datetime | None = None,
            max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> str | None:
     """Record an outcome; returns the new status, or None if the row is no longer ours."""
     now = now or utcnow()
-    O = Outbox.__table__.c
-    values: dict = {"last_error": outcome.describe()[:ERROR_LIMIT], "claimed_at": None}
+    values: dict = {"last_error": outcome.describe()[:ERROR_LIMIT], "sent_at": None}
     if outcome.result == SENT:
         values.update(status="sent", sent_at=now, next_attempt_at=None)
     elif outcome.result == TEMPORARY and job.attempts < max_attempts:
@@ -204,8 +227,7 @@ def finish(database: Database, job: Job, outcome: Outcome, worker: str, *, now: 
     for attempt in range(3):
         try:
             with database.write() as session:
-                done = session.execute(sa.update(Outbox.__table__).where(
-                    O.id == job.id, O.status == "sending", O.claimed_by == worker).values(**values))
+                done = session.execute(_finish_statement(), dict(values, row_id=job.id, worker=worker))
                 if done.rowcount != 1:
                     log.warning("outbox #%s was taken over by another sender; not recording %s", job.id,
                                 values["status"])
