@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import base64
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-from aiosmtpd.controller import Controller
 
 from supportdesk.config import MailboxConfig, Settings, SmtpConfig
 from supportdesk.db import Database
@@ -24,15 +23,6 @@ from supportdesk.mail.compose import OutgoingMail, build_message, make_message_i
 from supportdesk.mail.delivery import send_once
 from supportdesk.tickets import Actor, add_agent, ensure_queue
 from supportdesk.transfer import check_record, import_tickets
-
-
-class Sink:
-    def __init__(self):
-        self.count = 0
-
-    async def handle_DATA(self, server, session, envelope):
-        self.count += 1
-        return "250 OK"
 
 
 def free_port() -> int:
@@ -64,10 +54,17 @@ def main() -> None:
         ensure_queue(session, "General", "support@example.test")
         add_agent(session, "bench")
         import_tickets(session, records, Actor("bench"))
-    sink = Sink()
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
+    # The server runs in its own process, as a real one would (in-process it would share our GIL).
+    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+                               "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
     try:
         settings = Settings(mailboxes=[MailboxConfig(name="support", address="support@example.test")],
                             smtp=SmtpConfig(host="127.0.0.1", port=port, security="none"))
@@ -75,8 +72,9 @@ def main() -> None:
         report = send_once(database, settings)
         elapsed = time.perf_counter() - start
     finally:
-        controller.stop()
-    print(f"delivered {report.sent:,} of {args.messages:,} queued replies (server received {sink.count:,}) "
+        server.terminate()
+        server.wait()
+    print(f"delivered {report.sent:,} of {args.messages:,} queued replies "
           f"in {elapsed:.2f} s → {report.sent / elapsed:,.0f} messages/s on one connection (target ≥ 200)")
     if report.sent != args.messages:
         sys.exit(1)

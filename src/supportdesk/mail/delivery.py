@@ -159,24 +159,24 @@ def claim(database: Database, worker: str, now: datetime | None = None, lease_se
     sender must not turn into an endless stream of duplicates.
     """
     now = now or utcnow()
-    pick, take, stale, fetch = _claim_statements(database.engine.dialect.name == "postgresql")
-    params = {"now": now, "cutoff": now - timedelta(seconds=lease_seconds), "worker": worker}
     with database.write() as session:
-        if max_attempts:
-            session.execute(stale, dict(params, max_attempts=max_attempts, error=(
-                f"the sender stopped during each of {max_attempts} attempts; "
-                "it may have been delivered — check before `supportdesk outbox retry`")))
-        for _ in range(8):
-            row_id = session.execute(pick, params).scalar()
-            if row_id is None:
-                return None
-            if session.execute(take, dict(params, row_id=row_id)).rowcount != 1:
-                continue
-            row = session.execute(fetch, {"row_id": row_id}).one()
-            return Job(id=row.id, ticket_id=row.ticket_id, message_id=row.message_id,
-                       envelope_from=row.envelope_from or "", envelope_to=list(json.loads(row.envelope_to or "[]")),
-                       raw=bytes(row.raw or b""), attempts=row.attempts, claimed_by=worker, claimed_at=now)
-    return None
+        return _claim_in(session, worker, now, lease_seconds, max_attempts)
+
+
+def _claim_in(session: Session, worker: str, now: datetime, lease_seconds: float, max_attempts: int | None
+              ) -> Job | None:
+    take, stale = _claim_statements(session.get_bind().dialect.name == "postgresql")
+    params = {"now": now, "cutoff": now - timedelta(seconds=lease_seconds), "worker": worker}
+    if max_attempts:
+        session.execute(stale, dict(params, max_attempts=max_attempts, error=(
+            f"the sender stopped during each of {max_attempts} attempts; "
+            "it may have been delivered — check before `supportdesk outbox retry`")))
+    row = session.execute(take, params).first()
+    if row is None:
+        return None
+    return Job(id=row.id, ticket_id=row.ticket_id, message_id=row.message_id,
+               envelope_from=row.envelope_from or "", envelope_to=list(json.loads(row.envelope_to or "[]")),
+               raw=bytes(row.raw or b""), attempts=row.attempts, claimed_by=worker, claimed_at=now)
 
 
 @lru_cache(maxsize=2)
@@ -193,14 +193,15 @@ def _claim_statements(postgres: bool):
     pick = sa.select(O.id).where(sa.text(OUTBOX_UNFINISHED), due).order_by(O.id).limit(1)
     if postgres:
         pick = pick.with_for_update(skip_locked=True)
-    take = (sa.update(Outbox.__table__).where(O.id == sa.bindparam("row_id"), due)
-            .values(status="sending", claimed_by=sa.bindparam("worker"), claimed_at=now, attempts=O.attempts + 1))
+    # One statement: pick the oldest due row and take it, unless another sender got there first.
+    take = (sa.update(Outbox.__table__).where(O.id == pick.scalar_subquery(), due)
+            .values(status="sending", claimed_by=sa.bindparam("worker"), claimed_at=now, attempts=O.attempts + 1)
+            .returning(O.id, O.ticket_id, O.message_id, O.envelope_from, O.envelope_to, O.raw, O.attempts))
     stale = (sa.update(Outbox.__table__)
              .where(O.status == "sending", O.attempts >= sa.bindparam("max_attempts"),
                     sa.or_(O.claimed_at.is_(None), O.claimed_at < cutoff))
              .values(status="dead", claimed_at=None, last_error=sa.bindparam("error")))
-    fetch = sa.select(Outbox.__table__).where(O.id == sa.bindparam("row_id"))
-    return pick, take, stale, fetch
+    return take, stale
 
 
 @lru_cache(maxsize=1)
@@ -216,6 +217,14 @@ def _finish_statement():
 def finish(database: Database, job: Job, outcome: Outcome, worker: str, *, now: datetime | None = None,
            max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> str | None:
     """Record an outcome; returns the new status, or None if the row is no longer ours."""
+    status, _ = finish_and_claim(database, job, outcome, worker, now=now, max_attempts=max_attempts, claim_next=False)
+    return status
+
+
+def finish_and_claim(database: Database, job: Job, outcome: Outcome, worker: str, *, now: datetime | None = None,
+                     max_attempts: int = DEFAULT_MAX_ATTEMPTS, lease_seconds: float = LEASE_SECONDS,
+                     claim_next: bool = True) -> tuple[str | None, Job | None]:
+    """Record an outcome and (in the same transaction, one commit fewer a message) take the next row."""
     now = now or utcnow()
     values: dict = {"last_error": outcome.describe()[:ERROR_LIMIT], "sent_at": None}
     if outcome.result == SENT:
@@ -228,20 +237,22 @@ def finish(database: Database, job: Job, outcome: Outcome, worker: str, *, now: 
         try:
             with database.write() as session:
                 done = session.execute(_finish_statement(), dict(values, row_id=job.id, worker=worker))
+                status: str | None = values["status"]
                 if done.rowcount != 1:
                     log.warning("outbox #%s was taken over by another sender; not recording %s", job.id,
                                 values["status"])
-                    return None
-                if values["status"] == "dead":
+                    status = None
+                elif values["status"] == "dead":
                     record(session, job.ticket_id, Actor.system(), "delivery", f"message #{job.message_id} sending",
                            f"message #{job.message_id} dead: {values['last_error'][:200]}", at=now)
-            return values["status"]
+                following = _claim_in(session, worker, now, lease_seconds, max_attempts) if claim_next else None
+            return status, following
         except DatabaseError:
             # Losing a "sent" here means sending again after the lease: worth a short wait.
             if attempt == 2:
                 raise
             time.sleep(1 + attempt)
-    return None
+    return None, None
 
 
 def retry(database: Database, ids: Sequence[int], actor: Actor | None = None,
@@ -552,12 +563,9 @@ def send_once(database: Database, settings: Settings, worker: str | None = None,
     smtp: smtplib.SMTP | None = None
     unreachable: str | None = None
     try:
-        while limit is None or report.attempted < limit:
-            if stop is not None and stop.is_set():
-                break
-            job = claim(database, worker, now or utcnow(), lease_seconds, max_attempts=config.max_attempts)
-            if job is None:
-                break
+        go = (limit is None or limit > 0) and not (stop is not None and stop.is_set())
+        job = claim(database, worker, now or utcnow(), lease_seconds, max_attempts=config.max_attempts) if go else None
+        while job is not None:
             if smtp is None and unreachable is None:
                 try:
                     smtp = open_smtp(config, password)
@@ -572,7 +580,10 @@ def send_once(database: Database, settings: Settings, worker: str | None = None,
                 if outcome.connection_lost:
                     _quit(smtp)
                     smtp = None
-            status = finish(database, job, outcome, worker, now=now, max_attempts=config.max_attempts)
+            more = (limit is None or report.attempted + 1 < limit) and not (stop is not None and stop.is_set())
+            status, following = finish_and_claim(database, job, outcome, worker, now=now,
+                                                 max_attempts=config.max_attempts, lease_seconds=lease_seconds,
+                                                 claim_next=more)
             report.count(status)
             if status == "sent" and sent_folder is not None:
                 error = sent_folder.append(job.raw)
@@ -580,6 +591,7 @@ def send_once(database: Database, settings: Settings, worker: str | None = None,
                     report.sent_folder_errors.append(error)
             if on_result is not None:
                 on_result(job, outcome, status)
+            job = following
     finally:
         if smtp is not None:
             _quit(smtp)
