@@ -793,6 +793,14 @@ def test_free_words_may_come_from_different_messages(database):
         assert ticket_ids(session, '"jammed locked"', CTX) == []
 
 
+def test_a_phrase_never_spans_a_message_subject_and_its_body(database):
+    """Found by the property test: subject "Near, late" + body "invoice: …" is not the phrase "late invoice"."""
+    store(database, [Tk(1, subject="", messages=(("Near, late", "invoice: late near"),))])
+    with database.read() as session:
+        assert ticket_ids(session, '"late invoice"', CTX) == []
+        assert ticket_ids(session, '"invoice late"', CTX) == [1]
+
+
 def test_fts_syntax_in_user_text_stays_inert(database):
     """Words like NOT/OR/NEAR and stray FTS punctuation are text, not operators."""
     store(database, [Tk(1, subject="not near or and"), Tk(2, subject="refund")])

@@ -15,11 +15,11 @@ depends_on = None
 
 
 # One full-text document per ticket (rowid = ticket id): the subject, and every message's subject
-# and text with a private-use separator token between messages, so a phrase never spans two messages.
+# and text with a private-use separator token between them, so a phrase never spans two fields.
 # A row in fts_pause (only ever inside a bulk transaction) defers indexing to the bulk code.
 SEP = "' ' || char(57344) || ' '"
 DOC = (
-    "coalesce((SELECT group_concat(d, {sep}) FROM (SELECT subject || ' ' || body_text AS d FROM messages "
+    "coalesce((SELECT group_concat(d, {sep}) FROM (SELECT subject || {sep} || body_text AS d FROM messages "
     "WHERE ticket_id = {{id}} ORDER BY id)), '')".format(sep=SEP)
 )
 SQLITE_FTS = [
@@ -36,7 +36,7 @@ SQLITE_FTS = [
     END""",
     f"""CREATE TRIGGER ticket_text_mi AFTER INSERT ON messages WHEN NOT EXISTS (SELECT 1 FROM fts_pause) BEGIN
         UPDATE ticket_text SET body = CASE WHEN body = '' THEN '' ELSE body || {SEP} END
-            || new.subject || ' ' || new.body_text WHERE rowid = new.ticket_id;
+            || new.subject || {SEP} || new.body_text WHERE rowid = new.ticket_id;
     END""",
     f"""CREATE TRIGGER ticket_text_mu AFTER UPDATE OF ticket_id, subject, body_text ON messages BEGIN
         UPDATE ticket_text SET body = {DOC.format(id='old.ticket_id')} WHERE rowid = old.ticket_id;

@@ -308,7 +308,8 @@ def _index_text(session: Session, first: int, last: int) -> None:
     session.execute(sa.text(
         "INSERT INTO ticket_text (rowid, subject, body) SELECT t.id, t.subject, coalesce(("
         "  SELECT group_concat(d, ' ' || char(57344) || ' ') FROM ("
-        "    SELECT subject || ' ' || body_text AS d FROM messages WHERE ticket_id = t.id ORDER BY id)), '') "
+        "    SELECT subject || ' ' || char(57344) || ' ' || body_text AS d FROM messages"
+        "    WHERE ticket_id = t.id ORDER BY id)), '') "
         "FROM tickets t WHERE t.id BETWEEN :first AND :last"
     ), {"first": first, "last": last})
 
