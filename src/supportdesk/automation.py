@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from supportdesk.config import ConfigError, Settings
+from supportdesk.config import ConfigError, Settings, derived_from_settings
 from supportdesk.models import (
     PRIORITIES,
     STATUSES,
@@ -113,17 +113,10 @@ class AutomationConfig:
 # --------------------------------------------------------------------------- config
 
 
-_cache: dict[int, tuple[Settings, AutomationConfig]] = {}
-
-
+@derived_from_settings
 def load(settings: Settings) -> AutomationConfig:
     """Rules and escalations, validated; errors name the file and `rule[i].key`. Cached per Settings."""
-    hit = _cache.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
-    config = _load(settings)
-    _cache[id(settings)] = (settings, config)
-    return config
+    return _load(settings)
 
 
 def _load(settings: Settings) -> AutomationConfig:

@@ -6,12 +6,15 @@ problem so that `supportdesk` can print one line and exit 2.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 import platformdirs
 
@@ -148,6 +151,23 @@ class Settings:
             if box.queue == queue:
                 return box.address
         return self.mailboxes[0].address if self.mailboxes else None
+
+
+def derived_from_settings(build: Callable[["Settings"], T]) -> Callable[["Settings"], T]:
+    """Cache what is built from a Settings object (validated SLA/automation config), per object:
+    before-commit hooks ask for it on every commit."""
+    cache: dict[int, tuple[Settings, T]] = {}
+
+    @functools.wraps(build)
+    def get(settings: Settings) -> T:
+        hit = cache.get(id(settings))
+        if hit is not None and hit[0] is settings:
+            return hit[1]
+        value = build(settings)
+        cache[id(settings)] = (settings, value)
+        return value
+
+    return get
 
 
 def default_config_path() -> Path:

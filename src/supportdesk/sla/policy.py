@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
-from supportdesk.config import ConfigError, Settings
+from supportdesk.config import ConfigError, Settings, derived_from_settings
 from supportdesk.models import STATUSES, Ticket, utcnow
 from supportdesk.query import QueryContext, QueryError, compile_query, parse_query
 from supportdesk.sla.calendar import BusinessCalendar, CalendarError, build_calendar
@@ -60,20 +60,13 @@ class SlaConfig:
         return next((r.policy for r in self.rules if r.policy.name == name), None)
 
 
-_cache: dict[int, tuple[Settings, SlaConfig]] = {}
-
-
+@derived_from_settings
 def load(settings: Settings) -> SlaConfig:
     """Calendars and policies, validated; errors name the file and `calendar[i].key` / `sla[i].key`.
 
     Cached per Settings object, because the hook runs on every commit.
     """
-    hit = _cache.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
-    config = _load(settings)
-    _cache[id(settings)] = (settings, config)
-    return config
+    return _load(settings)
 
 
 def _load(settings: Settings) -> SlaConfig:
