@@ -918,3 +918,16 @@ def test_bad_sort_is_an_error(spec):
     with pytest.raises(QueryError) as caught:
         sort_order(spec)
     assert caught.value.term == spec
+
+
+@pytest.mark.parametrize("text, values, op", [
+    ('subject:"=foo"', ("=foo",), "="),
+    ('subject:">5 items"', (">5 items",), "="),
+    ('subject:" reset"', (" reset",), "="),
+    ('subject:"a,b",c', ("a,b", "c"), "="),
+    ("priority:>=high", ("high",), ">="),
+])
+def test_quoted_text_is_literal(text, values, op):
+    """Inside quotes, operators, commas and edge spaces are part of the value."""
+    (term,) = parse_query(text).terms
+    assert (term.values, term.op) == (values, op)

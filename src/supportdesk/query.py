@@ -30,7 +30,14 @@ _ENUMS = {"status": STATUSES, "priority": PRIORITIES, "channel": CHANNELS, "is":
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_]+):")
-_QUOTED_COMMA = "\ue000"  # a comma inside quotes, kept apart from the list separator while tokenizing
+# Inside quotes, characters that mean something outside them (list comma, comparison operators,
+# spaces that would be trimmed) are kept apart as private-use stand-ins while tokenizing.
+_QUOTED = {",": "\ue000", ">": "\ue001", "<": "\ue002", "=": "\ue003", " ": "\ue004"}
+_UNQUOTE = str.maketrans({v: k for k, v in _QUOTED.items()})
+
+
+def _protect(text: str) -> str:
+    return text.translate(str.maketrans(_QUOTED))
 
 
 class QueryError(ValueError):
@@ -115,7 +122,7 @@ def _tokenize(text: str) -> list[Term]:
                 if end < 0:
                     raw = text[start:]
                     raise QueryError(f"unclosed quote in {raw!r} at position {i + 1}", raw, start)
-                value_chars.append(text[i + 1:end].replace(",", _QUOTED_COMMA))
+                value_chars.append(_protect(text[i + 1:end]))
                 i = end + 1
             else:
                 value_chars.append(text[i])
@@ -128,7 +135,7 @@ def _tokenize(text: str) -> list[Term]:
             value = word[len(match.group(0)):]
             terms.append(_field_term(name, value, negated, raw, start))
         else:
-            terms.append(Term(None, (word.replace(_QUOTED_COMMA, ","),), negated=negated, text=raw, position=start))
+            terms.append(Term(None, (word.translate(_UNQUOTE),), negated=negated, text=raw, position=start))
     return terms
 
 
@@ -140,7 +147,7 @@ def _field_term(name: str, value: str, negated: bool, raw: str, position: int) -
         )
     op = "="
     if name == "sla":
-        return Term(name, (value.replace(_QUOTED_COMMA, ","),), "=", negated, text=raw, position=position)
+        return Term(name, (value.translate(_UNQUOTE),), "=", negated, text=raw, position=position)
     for candidate in _OPERATORS:
         if value.startswith(candidate):
             op, value = candidate, value[len(candidate):]
@@ -149,7 +156,7 @@ def _field_term(name: str, value: str, negated: bool, raw: str, position: int) -
         raise QueryError(f"{name}: does not compare with {op!r} in {raw!r}", raw, position)
     if not value:
         raise QueryError(f"{raw!r} needs a value after '{name}:'", raw, position)
-    values = tuple(v.strip().replace(_QUOTED_COMMA, ",") for v in value.split(","))
+    values = tuple(v.strip().translate(_UNQUOTE) for v in value.split(","))
     if any(not v for v in values):
         raise QueryError(f"empty value in the list {raw!r}", raw, position)
     if op != "=" and len(values) > 1:
