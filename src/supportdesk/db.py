@@ -94,7 +94,8 @@ class Database:
         self.sqlite = is_sqlite(url)
         self.engine = create_db_engine(url)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.sqlite else self.engine
-        self.before_commit: list[Callable[[Session, set[int]], None]] = []
+        # Named, so registering a hook again (e.g. after a config reload) replaces it.
+        self.before_commit: dict[str, Callable[[Session, set[int]], None]] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -115,7 +116,7 @@ class Database:
                 touched = session.info.pop(TOUCHED, set())
                 if touched:
                     session.flush()
-                    for hook in self.before_commit:
+                    for hook in list(self.before_commit.values()):
                         hook(session, touched)
 
     def current_revision(self) -> str | None:

@@ -7,6 +7,7 @@ read version N and writes after someone else wrote gets `ConflictError`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,8 +19,8 @@ from sqlmodel import Session, select
 
 from supportdesk.db import touch
 from supportdesk.models import (
-    CHANNELS, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Customer, Event, Message,
-    Organization, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
+    CHANNELS, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment, AttachmentBlob,
+    Customer, Event, Message, Organization, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
 )
 
 # Domains whose users are individuals, not one organization.
@@ -309,6 +310,32 @@ class StoredMessage:
     kind: str
     message_id: str | None
     subject: str
+
+
+def store_blobs(session: Session, rows: list[dict]) -> None:
+    """Attachment contents, each stored once however often it is attached."""
+    B = AttachmentBlob.__table__
+    have = set(session.execute(sa.select(B.c.sha256).where(B.c.sha256.in_([r["sha256"] for r in rows]))).scalars())
+    missing = [r for r in rows if r["sha256"] not in have]
+    if missing:
+        session.execute(B.insert(), missing)
+
+
+def save_attachments(session: Session, message_id: int, files: Sequence[tuple[str, str, bytes]],
+                     *, content_ids: Sequence[str | None] = (), inline: Sequence[bool] = ()) -> None:
+    """Attachment rows for a message (filename, content type, bytes), each content stored once."""
+    if not files:
+        return
+    blobs, rows = {}, []
+    for n, (filename, content_type, data) in enumerate(files):
+        digest = hashlib.sha256(data).hexdigest()
+        blobs[digest] = {"sha256": digest, "size": len(data), "data": data}
+        rows.append({"message_id": message_id, "filename": filename, "content_type": content_type,
+                     "size": len(data), "sha256": digest,
+                     "content_id": content_ids[n] if n < len(content_ids) else None,
+                     "inline": inline[n] if n < len(inline) else False})
+    store_blobs(session, list(blobs.values()))
+    session.execute(Attachment.__table__.insert(), rows)
 
 
 def record(session: Session, ticket_id: int, actor: Actor, field_name: str, old, new, at: datetime | None = None):

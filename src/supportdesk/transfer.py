@@ -23,10 +23,10 @@ from supportdesk.db import touch
 from supportdesk.listing import events_by_ticket, messages_for, ticket_summaries
 from supportdesk.models import (
     CHANNELS, DELIVERY_STATES, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment,
-    AttachmentBlob, Customer, Event, Message, Organization, Outbox, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
+    Customer, Event, Message, Organization, Outbox, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
 )
 from supportdesk.models import UTCDateTime
-from supportdesk.tickets import FREEMAIL_DOMAINS, Actor, InvalidError, normalize_tag
+from supportdesk.tickets import FREEMAIL_DOMAINS, store_blobs, Actor, InvalidError, normalize_tag
 
 BATCH = 1000
 
@@ -343,15 +343,6 @@ def _sqlite_instant(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
-
-
-def store_blobs(session: Session, rows: list[dict]) -> None:
-    """Attachment contents, each stored once however often it is attached."""
-    B = AttachmentBlob.__table__
-    have = set(session.execute(sa.select(B.c.sha256).where(B.c.sha256.in_([r["sha256"] for r in rows]))).scalars())
-    missing = [r for r in rows if r["sha256"] not in have]
-    if missing:
-        session.execute(B.insert(), missing)
 
 
 class _Lookups:

@@ -43,8 +43,6 @@ def daemon(
             return
         from supportdesk.sla.policy import install as install_sla
 
-        database.before_commit.clear()
-        database._sla_installed = False
         install_sla(database, state["settings"])
         supervisor.reload.set()
 

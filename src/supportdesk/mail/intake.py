@@ -38,7 +38,8 @@ from supportdesk.models import (
     Agent, Attachment, Customer, Message, Outbox, Participant, Queue, RawMessage, Ticket, utcnow,
 )
 from supportdesk.tickets import (
-    Actor, Changes, InvalidError, add_message, add_participant, create_ticket, follow_merges, get_ticket, record, update_ticket,
+    Actor, Changes, InvalidError, add_message, add_participant, create_ticket, follow_merges, get_ticket, record,
+    save_attachments, update_ticket,
 )
 from supportdesk.text import clean_line, clean_text
 
@@ -350,19 +351,9 @@ def _same_attachments(session: Session, message_id: int, parsed: ParsedMessage) 
 
 
 def _save_attachments(session: Session, message_id: int, parsed: ParsedMessage) -> None:
-    from supportdesk.transfer import store_blobs
-
-    if not parsed.attachments:
-        return
-    blobs = {}
-    rows = []
-    for part in parsed.attachments:
-        digest = hashlib.sha256(part.data).hexdigest()
-        blobs[digest] = {"sha256": digest, "size": len(part.data), "data": part.data}
-        rows.append({"message_id": message_id, "filename": part.filename, "content_type": part.content_type,
-                     "size": len(part.data), "sha256": digest, "content_id": part.content_id, "inline": part.inline})
-    store_blobs(session, list(blobs.values()))
-    session.execute(Attachment.__table__.insert(), rows)
+    save_attachments(session, message_id, [(a.filename, a.content_type, a.data) for a in parsed.attachments],
+                     content_ids=[a.content_id for a in parsed.attachments],
+                     inline=[a.inline for a in parsed.attachments])
 
 
 def _file_bounce(session: Session, parsed: ParsedMessage, raw: RawMessage) -> _Outcome:

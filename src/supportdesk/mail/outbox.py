@@ -15,7 +15,7 @@ from sqlmodel import Session
 from supportdesk.config import Settings
 from supportdesk.mail.compose import OutgoingMail, build_message, envelope_recipients, make_message_id, reply_subject
 from supportdesk.models import Agent, Customer, Message, Outbox, Participant, Queue, Ticket, utcnow
-from supportdesk.tickets import Actor, InvalidError, StoredMessage, add_message
+from supportdesk.tickets import Actor, InvalidError, StoredMessage, add_message, save_attachments
 
 REPLYABLE_KINDS = ("inbound", "outbound")
 
@@ -100,30 +100,12 @@ def queue_reply(
         from_name=mail.from_name, to=mail.to, cc=mail.cc, created_at=now, message_id=mail.message_id,
         in_reply_to=in_reply_to, references=references, auto=auto, author_agent_id=actor.agent_id,
     )
-    if attachments:
-        save_attachments(session, message.id, attachments)
+    save_attachments(session, message.id, attachments)
     session.execute(Outbox.__table__.insert().values(
         ticket_id=ticket.id, message_id=message.id, status="queued", envelope_from="" if auto else from_addr,
         envelope_to=json.dumps(envelope_recipients(mail)), raw=raw, attempts=0, next_attempt_at=now, created_at=now,
     ))
     return message
-
-
-def save_attachments(session: Session, message_id: int, files: Sequence[tuple[str, str, bytes]]) -> None:
-    """Attachment rows for a message, their content stored once per distinct content."""
-    import hashlib
-
-    from supportdesk.models import Attachment
-    from supportdesk.transfer import store_blobs
-
-    blobs, rows = {}, []
-    for filename, content_type, data in files:
-        digest = hashlib.sha256(data).hexdigest()
-        blobs[digest] = {"sha256": digest, "size": len(data), "data": data}
-        rows.append({"message_id": message_id, "filename": filename, "content_type": content_type,
-                     "size": len(data), "sha256": digest, "inline": False})
-    store_blobs(session, list(blobs.values()))
-    session.execute(Attachment.__table__.insert(), rows)
 
 
 def acknowledgement_body(session: Session, settings: Settings, ticket: Ticket) -> str:

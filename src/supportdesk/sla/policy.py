@@ -138,9 +138,8 @@ def _check_match(file, key: str, match: str) -> None:
 
 
 def install(database, settings: Settings) -> None:
-    """Keep due times current in every write transaction of `database` (idempotent)."""
-    if getattr(database, "_sla_installed", False):
-        return
+    """Keep due times current in every write transaction of `database`; calling it again
+    (a reloaded config) replaces the previous hook."""
     config = load(settings)  # a bad config fails now, not inside someone's commit
     from supportdesk.automation import load as load_automation
 
@@ -150,8 +149,7 @@ def install(database, settings: Settings) -> None:
         if config.rules:  # without policies there is nothing to keep current (`sla recompute` clears)
             recompute(session, settings, touched, utcnow())
 
-    database.before_commit.append(hook)
-    database._sla_installed = True
+    database.before_commit["sla"] = hook
 
 
 def recompute(session: Session, settings: Settings, ticket_ids: Iterable[int], now: datetime | None = None,
