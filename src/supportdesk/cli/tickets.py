@@ -195,25 +195,15 @@ def forward(
     attach: Optional[List[str]] = typer.Option(None, "--attach", help="A file to attach (repeatable)."),
 ):
     """Forward the customer's last message to a third party; their answer threads back into the ticket."""
-    from supportdesk.mail.compose import validate_address
-    from supportdesk.mail.outbox import forward_body, queue_reply
-    from supportdesk.mail.subjects import strip_reply_prefixes
-    from supportdesk.tickets import add_participant
+    from supportdesk.mail.outbox import queue_forward
 
     app_ctx = app_context(ctx)
     note = clean_text(read_body(body_file, required=False))
-    try:
-        recipients = [validate_address(a) for a in to]
-    except ValueError as exc:
-        raise InvalidError(f"--to: {exc}") from None
     with app_ctx.database().write() as session:
         actor = resolve_actor(session, app_ctx.login)
         ticket = get_ticket(session, ticket_id)
-        subject = f"Fwd: {strip_reply_prefixes(ticket.subject)} [{app_ctx.settings.tickets.subject_tag} #{ticket_id}]"
-        message = queue_reply(session, app_ctx.settings, ticket, actor, forward_body(session, ticket_id, note),
-                              to=recipients, cc=[], subject=subject, attachments=read_attachments(attach))
-        for address in recipients:
-            add_participant(session, ticket_id, address, role="forwarded")
+        message, recipients = queue_forward(session, app_ctx.settings, ticket, actor, note, to,
+                                            attachments=read_attachments(attach))
         message_id = message.id
     _report(f"Forward #{message_id} to {', '.join(recipients)} queued on ticket #{ticket_id}", str(message_id))
 

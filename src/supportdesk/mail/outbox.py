@@ -13,9 +13,12 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from supportdesk.config import Settings
-from supportdesk.mail.compose import OutgoingMail, build_message, envelope_recipients, make_message_id, reply_subject
+from supportdesk.mail.compose import (
+    OutgoingMail, build_message, envelope_recipients, make_message_id, reply_subject, validate_address,
+)
+from supportdesk.mail.subjects import tag_subject
 from supportdesk.models import Agent, Customer, Message, Outbox, Participant, Queue, Ticket, utcnow
-from supportdesk.tickets import Actor, InvalidError, StoredMessage, add_message, save_attachments
+from supportdesk.tickets import Actor, InvalidError, StoredMessage, add_message, add_participant, save_attachments
 
 REPLYABLE_KINDS = ("inbound", "outbound")
 
@@ -120,6 +123,24 @@ def acknowledgement_body(session: Session, settings: Settings, ticket: Ticket) -
         customer={"email": customer.email, "name": customer.name},
         queue={"name": queue.name if queue else "", "address": queue.address if queue else None},
     )
+
+
+def queue_forward(
+    session: Session, settings: Settings, ticket: Ticket, actor: Actor, note: str, to: Sequence[str], *,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+) -> tuple[StoredMessage, list[str]]:
+    """Forward the customer's last message to third parties; they become participants, so their
+    answer threads back into the ticket (by header, or by tag)."""
+    try:
+        recipients = [validate_address(address) for address in to]
+    except ValueError as exc:
+        raise InvalidError(f"--to: {exc}") from None
+    subject = "Fwd: " + tag_subject(ticket.subject, settings.tickets.subject_tag, ticket.id)
+    message = queue_reply(session, settings, ticket, actor, forward_body(session, ticket.id, note), to=recipients,
+                          cc=[], subject=subject, attachments=attachments)
+    for address in recipients:
+        add_participant(session, ticket.id, address, role="forwarded")
+    return message, recipients
 
 
 def forward_body(session: Session, ticket_id: int, note: str) -> str:
