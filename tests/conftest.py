@@ -1,11 +1,17 @@
-"""Shared fixtures: a real, migrated SQLite database in a temp dir, actors, a CLI runner."""
+"""Shared fixtures: a real, migrated database (a SQLite file in a temp dir, or a PostgreSQL
+database when SUPPORTDESK_TEST_DATABASE_URL names a server), actors, a CLI runner."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from supportdesk.db import Database
 from supportdesk.tickets import Actor, add_agent, ensure_queue
@@ -13,15 +19,139 @@ from supportdesk.tickets import Actor, add_agent, ensure_queue
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 
+# A PostgreSQL server (postgresql+psycopg://user@host:port/db): the database tests then run there.
+TEST_DATABASE_URL = os.environ.get("SUPPORTDESK_TEST_DATABASE_URL", "").strip()
+ON_POSTGRESQL = bool(TEST_DATABASE_URL)
+SQLITE_ONLY = "SQLite-specific (database file, PRAGMA or backup API): covered by the SQLite run"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"sqlite_only: skipped when SUPPORTDESK_TEST_DATABASE_URL is set ({SQLITE_ONLY})")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not ON_POSTGRESQL:
+        return
+    skip = pytest.mark.skip(reason=SQLITE_ONLY)
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def postgres_installed() -> bool:
+    return shutil.which("pg_config") is not None or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server's URL: SUPPORTDESK_TEST_DATABASE_URL, else a throwaway cluster
+    started with scripts/postgres-test-cluster (stopped at the end of the session, or when
+    this process dies without getting there)."""
+    if TEST_DATABASE_URL:
+        yield TEST_DATABASE_URL
+        return
+    if not postgres_installed():
+        if in_ci():
+            pytest.fail("PostgreSQL is required under CI=true (scripts/test installs postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql) and SUPPORTDESK_TEST_DATABASE_URL is unset")
+    script = REPO / "scripts" / "postgres-test-cluster"
+    started = subprocess.run([str(script), "start", str(os.getpid())], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"scripts/postgres-test-cluster start failed: {started.stderr.strip()}")
+    directory, url = started.stdout.split()
+    yield url
+    subprocess.run([str(script), "stop", directory], capture_output=True)
+
+
+class PostgresDatabases:
+    """Fresh databases on one server: a template migrated once, then `CREATE DATABASE … TEMPLATE`
+    for each test (~0.1 s, like copying the SQLite file)."""
+
+    def __init__(self, server_url: str):
+        self.server = make_url(server_url)
+        self.admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self.prefix = f"sdtest_{os.getpid()}"
+        self.count = 0
+        self.template = f"{self.prefix}_template"
+        with self.admin.connect() as conn:
+            self.strategy = " STRATEGY FILE_COPY" if conn.dialect.server_version_info >= (15,) else ""
+        self._drop(self.template)
+        self._execute(f'CREATE DATABASE "{self.template}"')
+        database = Database(self.url(self.template))
+        database.upgrade()
+        database.close()
+
+    def url(self, name: str) -> str:
+        return self.server.set(database=name).render_as_string(hide_password=False)
+
+    def create(self) -> str:
+        self.count += 1
+        name = f"{self.prefix}_{self.count}"
+        self._drop(name)
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"{self.strategy}')
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        self._drop(make_url(url).database)
+
+    def close(self) -> None:
+        self._drop(self.template)
+        self.admin.dispose()
+
+    def _drop(self, name: str) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _execute(self, sql: str) -> None:
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(sql)
+
+
+class SqliteDatabases:
+    """Fresh databases as copies of one migrated file (migrations take ~0.3 s)."""
+
+    def __init__(self, template: Path, directory: Path):
+        self.template, self.directory, self.count = template, directory, 0
+
+    def create(self) -> str:
+        self.count += 1
+        target = self.directory / f"desk-{self.count}.db"
+        target.write_bytes(self.template.read_bytes())
+        return f"sqlite:///{target}"
+
+    def drop(self, url: str) -> None:
+        Path(make_url(url).database).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allow_as():
+    """Tests act as alice, bob… whoever runs them: `--as` is honoured for tests (docs/decisions.md);
+    tests/test_identity.py switches it off where refusing `--as` is the point."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUPPORTDESK_ALLOW_AS", "1")
+        yield
+
 
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory) -> Path:
-    """Migrate once; each test copies the file (migrations take ~0.3 s)."""
+    """The migrated SQLite file each test copies."""
+    if ON_POSTGRESQL:
+        pytest.skip(SQLITE_ONLY)
     path = tmp_path_factory.mktemp("template") / "desk.db"
     database = Database(f"sqlite:///{path}")
     database.upgrade()
     database.close()
     return path
+
+
+@pytest.fixture(scope="session")
+def databases(request, tmp_path_factory):
+    """Makes fresh, migrated, empty databases of the run's kind: `.create()` → URL, `.drop(url)`."""
+    if ON_POSTGRESQL:
+        factory = PostgresDatabases(request.getfixturevalue("postgres_server"))
+        yield factory
+        factory.close()
+        return
+    yield SqliteDatabases(request.getfixturevalue("template_db"), tmp_path_factory.mktemp("databases"))
 
 
 @pytest.fixture
@@ -32,8 +162,18 @@ def db_path(tmp_path, template_db) -> Path:
 
 
 @pytest.fixture
-def database(db_path):
-    database = Database(f"sqlite:///{db_path}")
+def db_url(request, databases) -> str:
+    """The test's database: the SQLite file `db_path`, or a fresh PostgreSQL database."""
+    if not ON_POSTGRESQL:
+        return f"sqlite:///{request.getfixturevalue('db_path')}"
+    url = databases.create()
+    request.addfinalizer(lambda: databases.drop(url))
+    return url
+
+
+@pytest.fixture
+def database(db_url):
+    database = Database(db_url)
     with database.write() as session:
         for name, address in (("General", "support@example.test"), ("Billing", "billing@example.test")):
             ensure_queue(session, name, address)
@@ -60,7 +200,7 @@ def bob(database) -> Actor:
 
 
 @pytest.fixture
-def cli_env(tmp_path, db_path, database, monkeypatch):
+def cli_env(request, tmp_path, db_url, database, monkeypatch):
     """Environment for running the CLI against the fixture database as alice."""
     config = tmp_path / "config.toml"
     config.write_text(
@@ -68,7 +208,8 @@ def cli_env(tmp_path, db_path, database, monkeypatch):
         '[tickets]\nsubject_tag = "Support"\n',
         encoding="utf-8",
     )
-    env = {"SUPPORTDESK_CONFIG": str(config), "SUPPORTDESK_DB": str(db_path)}
+    where = db_url if ON_POSTGRESQL else str(request.getfixturevalue("db_path"))
+    env = {"SUPPORTDESK_CONFIG": str(config), "SUPPORTDESK_DB": where, "SUPPORTDESK_ALLOW_AS": "1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

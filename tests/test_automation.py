@@ -161,7 +161,13 @@ def escalating(database, bob):
     return settings
 
 
-def test_escalation_fires_once_per_ticket_and_target(database, escalating):
+@pytest.fixture
+def frozen(monkeypatch):
+    """The before-commit hook computes target states at NOW (run_timers passes its own instant)."""
+    monkeypatch.setattr(sla_policy, "utcnow", lambda: NOW)
+
+
+def test_escalation_fires_once_per_ticket_and_target(database, escalating, frozen):
     created = NOW - timedelta(minutes=40)  # first response due at NOW + 20m
     tid, _ = new_ticket(database, created_at=created)
     quiet, _ = new_ticket(database, created_at=NOW)

@@ -646,11 +646,10 @@ READABLE = [
 
 
 @pytest.fixture(scope="module")
-def readable(template_db, tmp_path_factory):
+def readable(databases):
     """READABLE stored once for the whole module: these tests only read."""
-    path = tmp_path_factory.mktemp("readable") / "desk.db"
-    path.write_bytes(template_db.read_bytes())
-    database = Database(f"sqlite:///{path}")
+    url = databases.create()
+    database = Database(url)
     with database.write() as session:
         for name in ("General", "Billing"):
             ensure_queue(session, name)
@@ -659,6 +658,7 @@ def readable(template_db, tmp_path_factory):
     store(database, READABLE)
     yield database
     database.close()
+    databases.drop(url)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -185,3 +185,27 @@ def test_indexed_business_time_agrees_with_the_calendar(a, length, minutes):
         end = start + timedelta(minutes=length)
         assert index.between(start, end) == business_minutes_between(BERLIN, start, end)
         assert index.add(start, minutes) == add_business_minutes(BERLIN, start, minutes)
+
+
+BERLIN_9_TO_5 = {"timezone": "Europe/Berlin", "hours": {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
+
+
+def _berlin(*args) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return datetime(*args, tzinfo=ZoneInfo("Europe/Berlin"))
+
+
+def test_friday_ticket_over_a_public_holiday_monday_is_due_tuesday():
+    """The issue's fixed cases in local time: Friday 16:50 + 30 business minutes is Monday 09:20,
+    and Tuesday 09:20 when that Monday is a holiday — from the `holidays` package (Whit Monday
+    2026 in Germany) or listed explicitly."""
+    plain = build_calendar("plain", BERLIN_9_TO_5)
+    package = build_calendar("de", {**BERLIN_9_TO_5, "holidays_country": "DE"})
+    explicit = build_calendar("explicit", {**BERLIN_9_TO_5, "holidays": ["2026-05-25"]})
+    friday = _berlin(2026, 5, 22, 16, 50)
+    for cal, due in ((plain, _berlin(2026, 5, 25, 9, 20)), (package, _berlin(2026, 5, 26, 9, 20)),
+                     (explicit, _berlin(2026, 5, 26, 9, 20))):
+        got = compute(History(friday), policy(cal, first=30), now=friday).targets["first_response"].due
+        assert got == due, cal.name
+        assert business_minutes_between(cal, friday, got) == 30

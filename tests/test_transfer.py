@@ -36,24 +36,25 @@ def _comparable(ticket: dict) -> dict:
     return ticket
 
 
-def _fresh(tmp_path, template_db, name):
-    path = tmp_path / name
-    path.write_bytes(template_db.read_bytes())
-    database = Database(f"sqlite:///{path}")
+def _fresh(databases, request):
+    url = databases.create()
+    request.addfinalizer(lambda: databases.drop(url))
+    database = Database(url)
+    request.addfinalizer(database.close)
     with database.write() as session:
         add_agent(session, "importer", role="admin")
     return database
 
 
-def test_round_trip_keeps_every_ticket(tmp_path, template_db):
-    source = _fresh(tmp_path, template_db, "a.db")
+def test_round_trip_keeps_every_ticket(tmp_path, databases, request):
+    source = _fresh(databases, request)
     with source.write() as session:
         seed(session, me="importer", tickets=60)
     first = _export(source)
     dump = tmp_path / "dump.jsonl"
     dump.write_text("".join(json.dumps(t) + "\n" for t in first), encoding="utf-8")
 
-    target = _fresh(tmp_path, template_db, "b.db")
+    target = _fresh(databases, request)
     records, bad = read_import_file(str(dump))
     assert not bad and len(records) == 60
     with target.write() as session:

@@ -46,13 +46,28 @@ def make_app(database, *, poll: float = 30.0, **kw) -> SupportDeskApp:
     return SupportDeskApp(database, Settings(), "alice", poll_seconds=poll, **kw)
 
 
+async def settle(app, pilot) -> None:
+    """Wait until the console's thread workers (loads, writes, page fetches) are done and drawn.
+
+    The change watcher runs for the app's whole life, so it is left out."""
+    for _ in range(100):
+        await pilot.pause()
+        busy = [w for w in app.workers if w.group != "watch" and not w.is_finished]
+        if not busy:
+            await pilot.pause()
+            return
+        await app.workers.wait_for_complete(busy)
+    raise AssertionError(f"workers still running: {busy}")
+
+
 def run(database, scenario, **kw):
     """Run an async Pilot scenario inside a sync test (no pytest-asyncio needed)."""
     async def main():
         app = make_app(database, **kw)
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(app, pilot)
             await scenario(app, pilot)
+            await settle(app, pilot)
     asyncio.run(main())
 
 
@@ -120,6 +135,7 @@ def test_untrusted_text_renders_literally_everywhere(database, alice):
         await pilot.click("#thread", offset=(5, 2))
         assert app.is_running
         await pilot.press("m")
+        await settle(app, pilot)
         assert isinstance(app.screen, ChoiceModal)
         await pilot.press("end", "enter")
         await pilot.pause()

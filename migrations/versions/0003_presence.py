@@ -4,8 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-30
 """
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0003'
@@ -15,8 +15,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table('presence',
+    sa.Column('agent_id', sa.Integer(), nullable=False),
+    sa.Column('ticket_id', sa.Integer(), nullable=False),
+    sa.Column('activity', sa.String(length=16), nullable=False),
+    sa.Column('seen_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['agent_id'], ['agents.id'], ),
+    sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], ),
+    sa.PrimaryKeyConstraint('agent_id', 'ticket_id')
+    )
+    with op.batch_alter_table('presence', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_presence_ticket_id'), ['ticket_id'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('presence', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_presence_ticket_id'))
+    op.drop_table('presence')

@@ -35,6 +35,7 @@ from supportdesk.models import (
     Message,
     Queue,
     Ticket,
+    TicketSlaTarget,
     utcnow,
 )
 from supportdesk.query import (
@@ -259,6 +260,18 @@ def check_references(session: Session, settings: Settings) -> None:
         if a.assignee and not a.assignee.startswith("@") and a.assignee.lower() != "none" \
                 and a.assignee.lower() not in agents:
             raise ConfigError(settings.file, f"{item.key}.set.assignee", f"no active agent {a.assignee!r}")
+
+
+def check_config(database, settings: Settings) -> None:
+    """Everything the timers and intake use from a config, checked before it replaces a working
+    one: calendars, SLA policies, rules, escalations, and the queues and agents they name
+    (`supportdesk daemon` at start and on SIGHUP).  Raises ConfigError naming file and key."""
+    from supportdesk.sla.policy import load as load_sla
+
+    load_sla(settings)
+    load(settings)
+    with database.read() as session:
+        check_references(session, settings)
 
 
 # --------------------------------------------------------------------------- routing rules
@@ -524,21 +537,24 @@ def wake_snoozed(session: Session, now: datetime | None = None, *, dry_run: bool
 
 
 def record_breaches(session: Session, now: datetime | None = None) -> int:
-    """Record each newly breached pending target once, as an event `sla.<target>` = breached at its due time."""
+    """Mark each running SLA target whose due time has passed as breached in `ticket_sla_targets`,
+    once, with an event `sla.<target>` = `breached` by `system` at its due time.
+
+    The before-commit hook records breaches on tickets that change; this is what records them on
+    tickets nobody touches.  The literal `state = 'running'` lets SQLite use the partial index.
+    """
     now = now or utcnow()
-    E = Event.__table__
-    total = 0
-    for column in SLA_DUE_COLUMNS:
-        name = f"sla.{column[:-4]}"
-        due = T[column]
-        already = sa.exists(sa.select(1).where(E.c.ticket_id == T.id, E.c.field == name, E.c.new == "breached",
-                                               E.c.at == due))
-        total += session.execute(E.insert().from_select(
-            ["ticket_id", "actor", "at", "field", "old", "new"],
-            sa.select(T.id, sa.literal(SYSTEM_ACTOR), due, sa.literal(name), sa.null(), sa.literal("breached"))
-            .where(due.is_not(None), due < sa.literal(now, due.type), ~already),
-        )).rowcount
-    return total
+    R = TicketSlaTarget.__table__
+    due = sa.and_(sa.text("ticket_sla_targets.state = 'running'"), R.c.due_at < sa.literal(now, R.c.due_at.type))
+    rows = session.execute(sa.select(R.c.ticket_id, R.c.target, R.c.due_at).where(due)).all()
+    if not rows:
+        return 0
+    session.execute(sa.update(R).where(due).values(state="breached", breached_at=R.c.due_at)
+                    .execution_options(synchronize_session=False))
+    session.execute(Event.__table__.insert(), [
+        {"ticket_id": r.ticket_id, "actor": SYSTEM_ACTOR, "at": r.due_at, "field": f"sla.{r.target}", "old": None,
+         "new": "breached"} for r in rows])
+    return len(rows)
 
 
 @dataclass(frozen=True)
@@ -636,6 +652,9 @@ def run_timers(database, settings: Settings, now: datetime | None = None, *, dry
             report.fired = run_escalations(session, settings, now, dry_run=True)
         return report
     with database.write() as session:
+        from supportdesk.sla.policy import NOW_KEY
+
+        session.info[NOW_KEY] = now
         report.woken = wake_snoozed(session, now)
         report.closed = close_solved(session, timers, now)
         report.solved = solve_pending(session, timers, now)

@@ -109,6 +109,14 @@ class ViewConfig:
 
 
 @dataclass(frozen=True)
+class CannedConfig:
+    """A canned response the console inserts into a reply (`[[canned]]`)."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     name: str
     address: str | None = None
@@ -130,6 +138,8 @@ class Settings:
     rules: list[dict[str, Any]] = field(default_factory=list)
     escalations: list[dict[str, Any]] = field(default_factory=list)
     automation: dict[str, float] = field(default_factory=dict)
+    canned: list[CannedConfig] = field(default_factory=list)
+    console_keys: dict[str, str] = field(default_factory=dict)
     plain_password_keys: list[str] = field(default_factory=list)
 
     def mailbox(self, name: str) -> MailboxConfig:
@@ -207,7 +217,7 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
     reader = _Reader(path)
     reader.allowed(data, "", {
         "database", "mailbox", "smtp", "tickets", "view", "queue", "calendar", "sla", "rule", "escalation",
-        "automation",
+        "automation", "canned", "console",
     })
     settings = Settings(file=path)
     database = reader.table(data, "database")
@@ -299,6 +309,27 @@ def parse_settings(data: dict[str, Any], path: Path | None = None) -> Settings:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(path, f"automation.{key}", f"must be a positive number of days, got {value!r}")
         settings.automation[key] = float(value)
+
+    for i, canned in enumerate(reader.array(data, "canned")):
+        key = f"canned[{i}]"
+        reader.allowed(canned, key, {"name", "text"})
+        settings.canned.append(CannedConfig(name=reader.string(canned, key, "name"),
+                                            text=reader.string(canned, key, "text")))
+
+    console = reader.table(data, "console")
+    reader.allowed(console, "console", {"keys"})
+    keys = reader.table(console, "keys")
+    from supportdesk.tui.keymap import BINDING_IDS, check_keymap
+
+    try:
+        settings.console_keys = check_keymap(keys)
+    except KeyError as exc:
+        raise ConfigError(path, f"console.keys.{exc.args[0]}",
+                          "unknown binding id (the ids are listed in docs/console.md; e.g. "
+                          + ", ".join(sorted(BINDING_IDS)[:3]) + ")") from None
+    except ValueError as exc:
+        binding_id, problem = exc.args[0]
+        raise ConfigError(path, f"console.keys.{binding_id}", problem) from None
 
     settings.calendars = reader.array(data, "calendar")
     settings.slas = reader.array(data, "sla")

@@ -296,3 +296,48 @@ class Draft(SQLModel, table=True):
 
 
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+
+
+class Presence(SQLModel, table=True):
+    """Who has a ticket open in a console and whether they are replying; stale rows are ignored."""
+
+    __tablename__ = "presence"
+    agent_id: int = Field(foreign_key="agents.id", primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", primary_key=True, index=True)
+    activity: str = Field(default="viewing", sa_column=sa.Column(sa.String(16), nullable=False))
+    seen_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class TicketSlaTarget(SQLModel, table=True):
+    """Each SLA target of a ticket as last computed, one row per next-response cycle: when it
+    started, was (or will be) due, was met or breached, and the business minutes it used.
+
+    Kept by the SLA before-commit hook; `sla check` marks running targets breached when their
+    due time passes, so a breach is recorded even on a ticket nobody touches.
+    """
+
+    __tablename__ = "ticket_sla_targets"
+    __table_args__ = (
+        sa.Index("ix_ticket_sla_targets_running_due", "due_at", sqlite_where=sa.text("state = 'running'"),
+                 postgresql_where=sa.text("state = 'running'")),
+        {"sqlite_with_rowid": False},  # rows live in the primary-key b-tree: one write per row, not two
+    )
+    ticket_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("tickets.id"), primary_key=True))
+    target: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))
+    cycle: int = Field(default=0, sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    policy: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    target_minutes: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    business_minutes: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="0"))
+    started_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    due_at: Optional[datetime] = _ts(nullable=True)
+    met_at: Optional[datetime] = _ts(nullable=True)
+    breached_at: Optional[datetime] = _ts(nullable=True)
+
+
+class AgentQueue(SQLModel, table=True):
+    """A queue an agent is limited to; an agent with no rows here works every queue."""
+
+    __tablename__ = "agent_queues"
+    agent_id: int = Field(foreign_key="agents.id", primary_key=True)
+    queue_id: int = Field(foreign_key="queues.id", primary_key=True, index=True)

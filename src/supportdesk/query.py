@@ -9,6 +9,7 @@ expression, so filtering always happens in the database.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
 from supportdesk.models import (
-    CHANNELS, PRIORITIES, PRIORITY_RANK, STATUSES, Agent, Customer, Organization, Queue, Tag, Ticket, TicketTag,
+    CHANNELS, PRIORITIES, PRIORITY_RANK, STATUSES, Agent, Customer, Message, Organization, Queue, Tag, Ticket,
+    TicketTag,
 )
 
 FIELDS = (
@@ -71,12 +73,17 @@ class Query:
 
 @dataclass(frozen=True)
 class QueryContext:
-    """What a query needs from outside: the current instant and agent, and local time."""
+    """What a query needs from outside: the current instant and agent, and local time.
+
+    `queue_ids` limits every query to those queues (an agent restricted to some
+    queues); None means all of them.
+    """
 
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     me: str | None = None
     tz: tzinfo = timezone.utc
     dialect: str = "sqlite"
+    queue_ids: frozenset[int] | None = None
 
 
 def parse_query(text: str | list[str] | tuple[str, ...]) -> Query:
@@ -236,6 +243,8 @@ def compile_query(query: Query | str, ctx: QueryContext | None = None) -> sa.Col
     for term in query.terms:
         clause = _compile_term(term, ctx)
         clauses.append(sa.not_(clause) if term.negated else clause)
+    if ctx.queue_ids is not None:
+        clauses.append(Ticket.__table__.c.queue_id.in_(sorted(ctx.queue_ids)))
     return sa.and_(sa.true(), *clauses)
 
 
@@ -397,21 +406,70 @@ def fts_expression(text: str, phrase: bool) -> str:
     return '"' + word.replace('"', '""') + '"' + ("*" if prefix else "")
 
 
+def search_words(text: str) -> list[str]:
+    """The words of text as both search indexes see them: lower-cased, accents folded,
+    runs of letters and digits (FTS5's unicode61 with remove_diacritics; on PostgreSQL
+    the migration's `supportdesk_search_text`)."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    return re.findall(r"[^\W_]+", folded)
+
+
+def tsquery_expression(text: str, phrase: bool) -> str | None:
+    """A PostgreSQL tsquery for user text: its words in order (`<->`), the last one a prefix
+    when the text ends with `*`; None when there is no word.  Words are letters and digits
+    only, so quoting each keeps tsquery syntax inert."""
+    words = search_words(text.rstrip("*") if not phrase else text)
+    if not words:
+        return None
+    query = " <-> ".join(f"'{w}'" for w in words)
+    return query + ":*" if not phrase and text.endswith("*") else query
+
+
+class FullTextMatch(sa.sql.expression.ColumnElement):
+    """`tickets.id` is in the full-text matches, compiled for the dialect at hand: FTS5's
+    `ticket_text` on SQLite, `ticket_search` (tsvector, GIN) on PostgreSQL, ILIKE elsewhere."""
+
+    type = sa.Boolean()
+    inherit_cache = False
+
+    def __init__(self, sqlite, postgresql, fallback):
+        self.sqlite, self.postgresql, self.fallback = sqlite, postgresql, fallback
+
+
+@compiles(FullTextMatch)
+def _fulltext_default(element, compiler, **kw):
+    return "(" + compiler.process(element.fallback, **kw) + ")"
+
+
+@compiles(FullTextMatch, "sqlite")
+def _fulltext_sqlite(element, compiler, **kw):
+    return "(" + compiler.process(element.sqlite, **kw) + ")"
+
+
+@compiles(FullTextMatch, "postgresql")
+def _fulltext_postgresql(element, compiler, **kw):
+    return "(" + compiler.process(element.postgresql, **kw) + ")"
+
+
 def _fulltext(value: str, term: Term, ctx: QueryContext):
     if not re.search(r"\w", value):
         raise QueryError(f"{term.text!r} has nothing to search for", term.text, term.position)
-    T = Ticket.__table__.c
-    if ctx.dialect != "sqlite":
-        pattern = f"%{_like_escape(value.rstrip('*'))}%"
-        from supportdesk.models import Message
-
-        M = Message.__table__.c
-        return sa.or_(
-            T.subject.ilike(pattern, escape="\\"),
-            T.id.in_(sa.select(M.ticket_id).where(M.body_text.ilike(pattern, escape="\\"))),
-        )
+    T, M = Ticket.__table__.c, Message.__table__.c
     match = sa.bindparam("m", fts_expression(value, term.phrase), unique=True)
-    return T.id.in_(sa.text("SELECT rowid FROM ticket_text WHERE ticket_text MATCH :m").bindparams(match))
+    sqlite = T.id.in_(sa.text("SELECT rowid FROM ticket_text WHERE ticket_text MATCH :m").bindparams(match))
+    tsquery = tsquery_expression(value, term.phrase)
+    if tsquery is None:
+        postgresql = sa.false()
+    else:
+        ts = sa.bindparam("q", tsquery, unique=True)
+        postgresql = T.id.in_(sa.text("SELECT ticket_id FROM ticket_search WHERE document @@ CAST(:q AS tsquery)")
+                              .bindparams(ts))
+    pattern = f"%{_like_escape(value.rstrip('*'))}%"
+    fallback = sa.or_(
+        T.subject.ilike(pattern, escape="\\"),
+        T.id.in_(sa.select(M.ticket_id).where(M.body_text.ilike(pattern, escape="\\"))),
+    )
+    return FullTextMatch(sqlite, postgresql, fallback)
 
 
 # --- sorting ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from supportdesk.db import touch
 from supportdesk.models import (
     CHANNELS, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment, AttachmentBlob,
-    Customer, Event, Message, Organization, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
+    AgentQueue, Customer, Event, Message, Organization, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
 )
 
 # Domains whose users are individuals, not one organization.
@@ -50,12 +50,17 @@ class ConflictError(ServiceError):
     pass
 
 
+class ForbiddenError(InvalidError):
+    """The acting agent may not do this (a ticket or queue outside theirs, an admin-only command)."""
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who is acting: an agent's login, or `system` for the daemon and automations."""
 
     login: str
     agent_id: int | None = None
+    queue_ids: frozenset[int] | None = None  # None: every queue
 
     @classmethod
     def system(cls) -> "Actor":
@@ -93,7 +98,34 @@ def resolve_actor(session: Session, login: str, *, require_agent: bool = True) -
             return Actor(login, None)
         state = "is disabled" if agent else "is not a supportdesk agent"
         raise InvalidError(f"{login} {state}; ask an admin to run `supportdesk agents add {login}`")
-    return Actor(agent.login, agent.id)
+    return Actor(agent.login, agent.id, agent_queue_ids(session, agent.id))
+
+
+def agent_queue_ids(session: Session, agent_id: int) -> frozenset[int] | None:
+    """The queues an agent is limited to, or None when they work every queue."""
+    AQ = AgentQueue.__table__.c
+    ids = frozenset(session.execute(sa.select(AQ.queue_id).where(AQ.agent_id == agent_id)).scalars())
+    return ids or None
+
+
+def check_access(session: Session, actor: Actor, ticket_ids: Sequence[int]) -> None:
+    """Refuse the whole batch if any ticket lies outside the actor's queues."""
+    if actor.queue_ids is None:
+        return
+    T = Ticket.__table__.c
+    outside = list(session.execute(
+        sa.select(T.id).where(T.id.in_(_id_selectable(session, ticket_ids)), T.queue_id.not_in(actor.queue_ids))
+        .order_by(T.id).limit(5)
+    ).scalars())
+    if outside:
+        shown = ", ".join(f"#{i}" for i in outside)
+        raise ForbiddenError(f"ticket {shown} is not in your queues" if len(outside) == 1
+                             else f"tickets {shown} are not in your queues")
+
+
+def check_queue_access(actor: Actor, queue: Queue) -> None:
+    if actor.queue_ids is not None and queue.id not in actor.queue_ids:
+        raise ForbiddenError(f"queue {queue.name!r} is not one of your queues")
 
 
 def get_ticket(session: Session, ticket_id: int) -> Ticket:
@@ -219,10 +251,14 @@ def create_ticket(
     _check_choice("priority", priority, PRIORITIES)
     _check_choice("status", status, STATUSES)
     now = created_at or utcnow()
+    target_queue = get_queue(session, queue) if actor.queue_ids is not None else None
+    if target_queue is not None:
+        check_queue_access(actor, target_queue)
     customer = get_or_create_customer(session, requester_email, requester_name)
     ticket = Ticket(
         subject=subject.strip() or "(no subject)", status=status, priority=priority,
-        priority_rank=PRIORITY_RANK[priority], channel=channel, queue_id=queue_id(session, queue),
+        priority_rank=PRIORITY_RANK[priority], channel=channel,
+        queue_id=target_queue.id if target_queue is not None else queue_id(session, queue),
         requester_id=customer.id,
         mailbox=mailbox, created_at=now, updated_at=now, parent_id=parent_id, unread=True,
     )
@@ -278,6 +314,8 @@ def add_message(
 ) -> "StoredMessage":
     """Append a message to a ticket's thread and keep the ticket's summary fields in step."""
     _check_choice("message kind", kind, MESSAGE_KINDS)
+    if actor.queue_ids is not None and ticket.queue_id not in actor.queue_ids:
+        raise ForbiddenError(f"ticket #{ticket.id} is not in your queues")
     now = created_at or utcnow()
     subject = subject or ticket.subject
     message_pk = session.execute(Message.__table__.insert().values(
@@ -398,6 +436,7 @@ def bulk_update(
         _check_choice("status", changes.status, STATUSES)
     if changes.priority:
         _check_choice("priority", changes.priority, PRIORITIES)
+    check_access(session, actor, ticket_ids)
     values: dict = {}
     event_fields: list[tuple[str, sa.ColumnElement, object, object]] = []
     T = Ticket.__table__.c
@@ -419,6 +458,7 @@ def bulk_update(
         event_fields.append(("assignee", T.assignee_id, old_login, login))
     if changes.queue:
         queue = get_queue(session, changes.queue)
+        check_queue_access(actor, queue)
         values["queue_id"] = queue.id
         old_name = sa.select(Queue.__table__.c.name).where(Queue.__table__.c.id == T.queue_id).scalar_subquery()
         event_fields.append(("queue", T.queue_id, old_name, queue.name))
@@ -578,6 +618,7 @@ def merge_tickets(session: Session, source_id: int, target_id: int, actor: Actor
     if source_id == target_id:
         raise InvalidError("cannot merge a ticket into itself")
     source, target = get_ticket(session, source_id), get_ticket(session, target_id)
+    check_access(session, actor, [source_id, target_id])
     if source.merged_into_id:
         raise InvalidError(f"ticket #{source_id} is already merged into #{source.merged_into_id}")
     if target.merged_into_id:

@@ -27,6 +27,9 @@ def daemon(
     app_ctx = app_context(ctx)
     configure_logging(logging.DEBUG if verbose else logging.INFO)
     database = app_ctx.database()
+    from supportdesk.automation import check_config
+
+    check_config(database, app_ctx.settings)  # a rule naming a missing queue or agent stops the start
     state = {"settings": app_ctx.settings}
 
     def make_parts():
@@ -36,14 +39,16 @@ def daemon(
 
     def reload(*_):
         try:
-            state["settings"] = load_settings(app_ctx.config_path)
+            settings = load_settings(app_ctx.config_path)
+            check_config(database, settings)
         except ConfigError as exc:
             logging.getLogger("supportdesk.daemon").error("reload refused, keeping the old config: %s", exc,
                                                           extra={"part": "daemon"})
             return
         from supportdesk.sla.policy import install as install_sla
 
-        install_sla(database, state["settings"])
+        state["settings"] = settings
+        install_sla(database, settings)
         supervisor.reload.set()
 
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop.set())

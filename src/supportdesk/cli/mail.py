@@ -67,7 +67,7 @@ def fetch(
                            f"{len(r.quarantined)} quarantined")
         thread = threading.Thread(target=watch_mailbox, args=(database, settings, box, stop),
                                   kwargs={"on_result": report,
-                                          "on_error": lambda e: typer.echo(f"supportdesk: {e}; retrying", err=True)},
+                                          "on_error": lambda e: typer.echo(f"supportdesk: {e}", err=True)},
                                   name=f"fetch-{box.name}", daemon=True)
         thread.start()
         threads.append(thread)

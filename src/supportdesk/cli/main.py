@@ -15,6 +15,8 @@ from supportdesk.query import QueryError
 from supportdesk.tickets import ConflictError, InvalidError, NotFoundError, ServiceError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_NOTHING = 1, 2, 3
+# Set-up and mail plumbing, run before any agent exists or by the mail system's users: no agent needed.
+NO_AGENT_COMMANDS = frozenset({"init", "demo", "doctor", "daemon", "fetch", "ingest", "send", "db"})
 
 
 class UserFacingGroup(TyperGroup):
@@ -60,7 +62,8 @@ def main(
     db: Optional[str] = typer.Option(None, "--db", help="Database URL or SQLite path (else $SUPPORTDESK_DB, else config)."),
     as_agent: Optional[str] = typer.Option(None, "--as", help="Act as this agent (default: your login name)."),
 ):
-    ctx.obj = AppContext(config_path=config, db_option=db, as_agent=as_agent)
+    ctx.obj = AppContext(config_path=config, db_option=db, as_agent=as_agent,
+                         needs_agent=ctx.invoked_subcommand not in NO_AGENT_COMMANDS)
     if ctx.invoked_subcommand is None:
         from supportdesk.cli.setup import open_console
 

@@ -64,6 +64,10 @@ def init(ctx: typer.Context):
             raise ConfigError(path, "", f"cannot write the config: {exc.strerror}") from None
         typer.echo(f"Wrote a starter config to {path}")
     database = app_ctx.database(check=False)
+    if sqlite_path(app_ctx.url) is not None:
+        from supportdesk.maintenance import prepare_database_file
+
+        prepare_database_file(sqlite_path(app_ctx.url))
     before, after = database.upgrade()
     typer.echo(f"Database {database.display_url()}: " + (f"schema {after}" if before == after else f"created (schema {after})"))
     with database.write() as session:
@@ -111,6 +115,7 @@ def demo(
     database.upgrade()
     with database.write() as session:
         count = seed(session, me=app_ctx.login, tickets=tickets)
+    database.analyze()
     typer.echo(f"Seeded {count} demo tickets in {target}", err=True)
     database.close()
     if not no_open:
@@ -178,6 +183,11 @@ def doctor(ctx: typer.Context):
     path = sqlite_path(app_ctx.url)
     if path is not None and path.exists() and not os.access(path, os.W_OK):
         report(False, "database file", f"{path} is not writable by you")
+    from supportdesk.maintenance import check_permissions, check_secrets
+
+    secrets = [box.imap_password for box in settings.mailboxes] + [settings.smtp.password if settings.smtp else None]
+    for finding in (check_permissions(path) if path is not None else []) + check_secrets(settings.file, secrets):
+        report(finding.ok, finding.what, finding.detail + (f"; fix: {finding.fix}" if finding.fix else ""))
     for box in settings.mailboxes:
         state = states.get(box.name)
         if state and state.last_error:

@@ -60,6 +60,7 @@ def check(
     settings = app_ctx.settings
     database = app_ctx.database()
     now = datetime.now(timezone.utc)
+    limit = now + _duration(within)  # a bad --within is refused before anything runs
     report = run_timers(database, settings, now, dry_run=dry_run)
     verb = "would fire" if dry_run else "fired"
     for f in report.fired:
@@ -71,13 +72,16 @@ def check(
             done = {"wake": "woke", "remind": "reminded"}.get(what, what + "d")
             typer.echo(f"{'would ' + what if dry_run else done} {len(ids)} ticket(s): "
                        + " ".join(f"#{i}" for i in ids[:20]) + (" …" if len(ids) > 20 else ""), err=True)
-    limit = now + _duration(within)
+    if report.breaches_recorded:
+        typer.echo(f"recorded {report.breaches_recorded} new SLA breach(es)", err=True)
     A = Agent.__table__.c
     with database.read() as session:
         rows = session.execute(
             sa.select(T.id, T.status, T.priority, T.subject, T.sla_policy, A.login, *[T[c] for c in SLA_DUE_COLUMNS])
             .outerjoin(Agent.__table__, A.id == T.assignee_id)
             .where(sa.or_(*[T[c] < limit for c in SLA_DUE_COLUMNS]))
+            .where(T.queue_id.in_(sorted(mine)) if (mine := app_ctx.identity().actor.queue_ids) is not None
+                   else sa.true())
         ).all()
     out = []
     for r in rows:

@@ -18,8 +18,8 @@ from supportdesk.models import CHANNELS, PRIORITIES, STATUSES
 from supportdesk.query import parse_query
 from supportdesk.sla.policy import ticket_sla
 from supportdesk.tickets import (
-    Changes, InvalidError, bulk_update, create_ticket, existing_ids, get_ticket, merge_tickets, resolve_actor,
-    update_ticket,
+    Changes, InvalidError, bulk_update, check_access, create_ticket, existing_ids, get_ticket, merge_tickets,
+    resolve_actor, update_ticket,
 )
 from supportdesk.text import clean_line, clean_text
 
@@ -62,8 +62,10 @@ def show(
     app_ctx = app_context(ctx)
     qctx = app_ctx.query_context()
     with app_ctx.database().read() as session:
+        check_access(session, app_ctx.identity().actor, [ticket_id])
         detail = ticket_detail(session, ticket_id, qctx.now)
-        detail["sla"]["targets"] = ticket_sla(session, app_ctx.settings, ticket_id, qctx.now)["targets"]
+        sla = ticket_sla(session, app_ctx.settings, ticket_id, qctx.now)
+        detail["sla"]["targets"], detail["sla"]["recorded"] = sla["targets"], sla["recorded"]
         if events or fmt == "json":
             detail["events"] = events_for(session, ticket_id)
     if fmt == "json":
@@ -96,6 +98,8 @@ def _print_detail(detail: dict, *, show_events: bool) -> None:
         console.print(Text(f"  {'sla':<13}{detail['sla']['policy']}"))
         for target, info in detail["sla"]["targets"].items():
             due = f" due {info['due']}" if info["due"] else ""
+            due += f", met {info['met_at']}" if info.get("met_at") else ""
+            due += f", breached {info['breached_at']}" if info.get("breached_at") else ""
             console.print(Text(f"    {target:<15}{info['state']}{due} ({info['used_minutes']}/"
                                f"{info['target_minutes']} business min)"))
     for m in detail["messages"]:
@@ -174,6 +178,7 @@ def reply(
     with app_ctx.database().write() as session:
         actor = resolve_actor(session, app_ctx.login)
         ticket = get_ticket(session, ticket_id)
+        check_access(session, actor, [ticket_id])
         bounced = bounced_recently(session, ticket_id)
         if bounced:
             typer.echo(f"supportdesk: warning: mail to {bounced} bounced in the last 30 days; "
@@ -202,6 +207,7 @@ def forward(
     with app_ctx.database().write() as session:
         actor = resolve_actor(session, app_ctx.login)
         ticket = get_ticket(session, ticket_id)
+        check_access(session, actor, [ticket_id])
         message, recipients = queue_forward(session, app_ctx.settings, ticket, actor, note, to,
                                             attachments=read_attachments(attach))
         message_id = message.id
@@ -240,6 +246,7 @@ def note(
     with app_ctx.database().write() as session:
         actor = resolve_actor(session, app_ctx.login)
         ticket = get_ticket(session, ticket_id)
+        check_access(session, actor, [ticket_id])
         message = add_message(session, ticket, actor, kind="note", body=body, author_agent_id=actor.agent_id,
                               from_addr=actor.login)
         message_id = message.id
@@ -258,7 +265,9 @@ def _select_ids(session, app_ctx, ids: list[str] | None, query: str | None) -> l
         return ticket_ids(session, parse_query(query), app_ctx.query_context(), sort="id")
     if not ids:
         raise InvalidError("give ticket ids, - (ids on standard input) or --query QUERY")
-    return existing_ids(session, read_ids(ids))
+    selected = existing_ids(session, read_ids(ids))
+    check_access(session, app_ctx.identity().actor, selected)
+    return selected
 
 
 def _bulk(
@@ -316,6 +325,8 @@ def update(
     queue: Optional[str] = typer.Option(None, "--queue"),
     add_tag: Optional[List[str]] = typer.Option(None, "--add-tag"),
     remove_tag: Optional[List[str]] = typer.Option(None, "--remove-tag"),
+    if_version: Optional[int] = typer.Option(
+        None, "--if-version", help="One ticket: change it only if it is still at this version (else exit 1)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ):
@@ -327,7 +338,28 @@ def update(
                       add_tags=add_tag or [], remove_tags=remove_tag or [])
     if changes.empty():
         raise InvalidError("nothing to change: give --status, --priority, --assign, --queue, --add-tag or --remove-tag")
+    if if_version is not None:
+        _update_if_version(ctx, ids, query, changes, if_version)
+        return
     _bulk(ctx, ids, query, changes, verb="update", dry_run=dry_run, yes=yes)
+
+
+def _update_if_version(ctx: typer.Context, ids: list[str] | None, query: str | None, changes: Changes,
+                       version: int) -> None:
+    """Read-then-write for scripts: a ticket that moved past `version` is refused (ConflictError, exit 1)."""
+    if query is not None or len(ids or []) != 1 or ids == ["-"]:
+        raise InvalidError("--if-version needs exactly one ticket id (not - or --query)")
+    app_ctx = app_context(ctx)
+    with app_ctx.database().write() as session:
+        actor = resolve_actor(session, app_ctx.login)
+        selected = _select_ids(session, app_ctx, ids, None)
+        if not selected:
+            typer.echo("No tickets matched.", err=True)
+            raise typer.Exit(EXIT_NOTHING)
+        changed = update_ticket(session, selected[0], changes, actor, expected_version=version)
+        now = get_ticket(session, selected[0]).version
+    typer.echo(f"Updated ticket #{selected[0]} (version {now})." if changed
+               else f"Ticket #{selected[0]} is already so (version {now}).")
 
 
 @app.command("close", cls=QueryCommand)
@@ -394,6 +426,7 @@ def import_(
     from supportdesk.transfer import import_tickets, read_import_file
 
     app_ctx = app_context(ctx)
+    app_ctx.require_admin("tickets import")
     records, bad = read_import_file(source, skip_bad=skip_bad)
     for line_no, problem in bad:
         typer.echo(f"supportdesk: skipped {source}:{line_no}: {problem}", err=True)
@@ -401,6 +434,7 @@ def import_(
         actor = resolve_actor(session, app_ctx.login)
         with progress("Importing", len(records)) as advance:
             result = import_tickets(session, records, actor, advance=advance)
+    app_ctx.database().analyze()
     typer.echo(f"Imported {result.tickets} ticket(s) with {result.messages} message(s)"
                + (f"; created queues: {', '.join(result.new_queues)}" if result.new_queues else "")
                + (f"; skipped {len(bad)} bad line(s)" if bad else "") + ".")

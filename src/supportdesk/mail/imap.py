@@ -19,7 +19,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from supportdesk.config import ConfigError, MailboxConfig, Settings
 from supportdesk.db import Database
@@ -70,16 +70,25 @@ def connect(box: MailboxConfig, timeout: float = 30) -> IMAPClient:
 
 def fetch_once(database: Database, settings: Settings, box: MailboxConfig, client: IMAPClient | None = None,
                *, process: bool = True) -> FetchResult:
-    """One pass over a mailbox; records success or the error in mailbox_state."""
+    """One pass over a mailbox; records success or the error in mailbox_state.
+
+    When the connection fails halfway, what was stored before stays stored and is
+    filed; then FetchError says which mailbox, what happened and how much was kept.
+    """
     own = client is None
+    report = IntakeReport()
+    failure: FetchError | None = None
     try:
         if own:
             client = connect(box)
-        result = _fetch(database, box, client)
+        result = _fetch(database, box, client, report)
         _record(database, box.name, error=None)
     except NETWORK_ERRORS as exc:
-        _record(database, box.name, error=f"{type(exc).__name__}: {clean_line(str(exc))}")
-        raise FetchError(f"mailbox {box.name}: {type(exc).__name__}: {clean_line(str(exc))}") from None
+        problem = describe_network_error(exc, box)
+        if report.stored:
+            problem += f"; the {report.stored} message(s) stored before were kept"
+        _record(database, box.name, error=problem)
+        failure = FetchError(f"mailbox {box.name}: {problem}")
     except FetchError as exc:
         _record(database, box.name, error=str(exc))
         raise
@@ -89,12 +98,33 @@ def fetch_once(database: Database, settings: Settings, box: MailboxConfig, clien
                 client.logout()
             except Exception:
                 pass
+    if own:
+        client = None  # imaplib keeps the last responses (whole messages) until the client goes
     if process:
-        result.report.merge(process_pending(database, settings))
+        filed = process_pending(database, settings)
+        if failure is None:
+            result.report.merge(filed)
+    if failure is not None:
+        raise failure from None
     return result
 
 
-def _fetch(database: Database, box: MailboxConfig, client: IMAPClient) -> FetchResult:
+def describe_network_error(exc: BaseException, box: MailboxConfig) -> str:
+    """One line saying what went wrong with the server, in words a user can act on."""
+    detail = clean_line(str(exc)) or type(exc).__name__
+    server = f"{box.imap_host}:{box.imap_port}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failure with {server}: {detail}"
+    if isinstance(exc, (IMAPClientAbortError, EOFError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return f"connection to {server} lost: {detail}"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"connection to {server} timed out: {detail}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {server}: {detail}"
+    return f"server {server} refused: {detail}"
+
+
+def _fetch(database: Database, box: MailboxConfig, client: IMAPClient, report: IntakeReport) -> FetchResult:
     info = client.select_folder(box.imap_folder)
     uidvalidity = int(info[b"UIDVALIDITY"])
     with database.write() as session:
@@ -108,7 +138,6 @@ def _fetch(database: Database, box: MailboxConfig, client: IMAPClient) -> FetchR
         last_uid = state.last_uid
     # `UID n:*` always returns the highest UID, even below n: filter ourselves.
     uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
-    report = IntakeReport()
     fetched = 0
     for start in range(0, len(uids), BATCH):
         batch = uids[start:start + BATCH]
@@ -202,10 +231,16 @@ def watch(database: Database, settings: Settings, box: MailboxConfig, stop: thre
                     break
                 on_result(fetch_once(database, settings, box, client))
         except (FetchError, ConfigError, *NETWORK_ERRORS) as exc:
-            message = str(exc)
-            if not isinstance(exc, FetchError):
-                _record(database, box.name, error=f"{type(exc).__name__}: {clean_line(message)}")
-            on_error(message)
+            if isinstance(exc, FetchError):
+                message = str(exc)
+            elif isinstance(exc, ConfigError):
+                message = clean_line(str(exc))
+                _record(database, box.name, error=message)
+            else:
+                problem = describe_network_error(exc, box)
+                _record(database, box.name, error=problem)
+                message = f"mailbox {box.name}: {problem}"
+            on_error(f"{message}; retrying in {backoff:.0f} s")
             stop.wait(backoff)
             backoff = min(backoff * 2, 300)
         finally:

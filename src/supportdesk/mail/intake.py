@@ -6,39 +6,40 @@ Two steps, two kinds of transaction:
    (mailbox, UIDVALIDITY, UID) — nothing else happens to a message on the server
    before that commit.  Duplicates (a re-fetch after a crash, a UIDVALIDITY reset,
    an MTA retry) are recognised by the IMAP triple or by the content hash.
-2. `process_pending` turns each stored message into a ticket or a reply, one
-   message per transaction, and marks the raw row `processed` in that same
-   transaction — so a kill at any point leaves it `stored`, to be done again,
-   never half done.  Whatever cannot be parsed goes to quarantine with its error;
-   one poisoned message never stops the ones after it.
+2. `process_pending` turns stored messages into tickets or replies, a batch per
+   transaction (new tickets set-based, see `filing`), and marks the raw rows
+   `processed` in that same transaction — so a kill at any point leaves them
+   `stored`, to be done again, never half done.  Whatever cannot be parsed goes to
+   quarantine with its error; one poisoned message never stops the ones after it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from supportdesk.automation import apply_rules
+from supportdesk.automation import apply_rules, load as load_automation
 from supportdesk.config import MailboxConfig, Settings
 from supportdesk.db import Database
-from supportdesk.mail.loops import DEFAULT_RECIPIENT_LIMITS, DEFAULT_TICKET_LIMITS, allowed, automatic_reason
-from supportdesk.mail.parse import ParsedMessage, parse_message
+from supportdesk.mail.filing import Acknowledger, Item, file_new_tickets, is_plain_new, known_message_ids
+from supportdesk.mail.parse import ParsedMessage, parse_many, parse_message
+from supportdesk.mail.parsepool import parser_pool
 from supportdesk.mail.subjects import find_ticket_tag, remove_ticket_tag
 from supportdesk.mail.threading import ThreadFacts, decide, references_of
 from supportdesk.models import (
     Agent, Attachment, Customer, Message, Outbox, Participant, Queue, RawMessage, Ticket, utcnow,
 )
 from supportdesk.tickets import (
-    Actor, Changes, InvalidError, add_message, add_participant, create_ticket, follow_merges, get_ticket, record,
+    Actor, Changes, add_message, add_participant, create_ticket, follow_merges, get_ticket, queue_id, record,
     save_attachments, update_ticket,
 )
 from supportdesk.text import clean_line, clean_text
@@ -127,55 +128,239 @@ def store_raw_batch(
         rows.append({"mailbox": mailbox, "uidvalidity": uidvalidity, "uid": uid, "source": "imap",
                      "content_sha256": digest, "message_id_header": header_message_id(raw), "raw": raw,
                      "state": STORED, "received_at": now})
-    if rows:
-        session.execute(RawMessage.__table__.insert(), rows)
+    big = [row for row in rows if session.get_bind().dialect.name == "sqlite" and len(row["raw"]) > BIG_RAW]
+    small = [row for row in rows if not any(row is b for b in big)]
+    if small:
+        session.execute(RawMessage.__table__.insert(), small)
+    for row in big:
+        _insert_big_raw(session, row)
     return len(rows), len(items) - len(rows)
+
+
+BIG_RAW = 1 << 20
+
+
+def _insert_big_raw(session: Session, row: dict) -> None:
+    """A large message on SQLite: a zeroblob row, then the bytes written with incremental
+    blob I/O (binding them as a parameter would copy them once more inside SQLite)."""
+    T = RawMessage.__table__
+    raw = row["raw"]
+    raw_id = session.execute(T.insert().values({**row, "raw": sa.func.zeroblob(len(raw))}).returning(T.c.id)).scalar_one()
+    with session.connection().connection.driver_connection.blobopen("raw_messages", "raw", raw_id) as blob:
+        blob.write(raw)
 
 
 # --- step 2: parse and thread -----------------------------------------------------------------
 
-def process_pending(database: Database, settings: Settings, *, limit: int | None = None,
-                    batch_seconds: float = 0.25) -> IntakeReport:
-    """File every stored message, oldest first.
+BATCH_MESSAGES = 200
+BATCH_BYTES = 16 << 20
+"""A filing batch: at most this many messages or bytes of raw mail (one message at least)."""
+FIRST_BATCH = 25
 
-    Messages are filed in short write transactions of several messages (at most
-    `batch_seconds` long, so agents are never kept waiting), each message inside
-    its own savepoint: a message that fails is quarantined without undoing the
-    others, and a kill loses only the uncommitted batch, which stays `stored`.
+
+PARALLEL_MIN = 400
+"""Parse in worker processes when at least this many messages wait (starting them costs ~0.5 s)."""
+PARALLEL_MAX_BYTES = 1 << 20
+"""Larger messages are parsed in this process: copying them to a worker would double their memory."""
+LOOKAHEAD = 2
+
+
+def process_pending(database: Database, settings: Settings, *, limit: int | None = None,
+                    workers: int | None = None) -> IntakeReport:
+    """File every stored message, oldest first, a batch per write transaction.
+
+    A batch is parsed before its transaction starts (in worker processes when the
+    backlog is large: parsing is pure and the slowest step), then filed set-based
+    (`filing`): new tickets for a group of messages in a few statements, replies and
+    anything unusual one by one in order.  The raw rows are marked in the same
+    transaction, so a kill loses only the uncommitted batch, which stays `stored`.
+    When the set-based path fails, the batch is filed again message by message, each
+    in its own savepoint: one poisoned message is quarantined and never blocks the rest.
     """
     report = IntakeReport()
     R = RawMessage.__table__.c
     last = 0
     done = 0
-    while limit is None or done < limit:
+    pool = None
+    try:
+        while limit is None or done < limit:
+            with database.read() as session:
+                rows = session.execute(
+                    sa.select(R.id, sa.func.length(R.raw).label("size")).where(R.state == STORED, R.id > last)
+                    .order_by(R.id).limit(5000)).all()
+            if not rows:
+                break
+            if limit is not None:
+                rows = rows[:limit - done]
+            if pool is None and len(rows) >= PARALLEL_MIN:
+                pool = parser_pool(workers)
+            for items in _parsed(database, _batches(rows), pool):
+                report.merge(_file_items(database, settings, items))
+            last = rows[-1].id
+            done += len(rows)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return report
+
+
+def _parsed(database: Database, batches: list[list[int]], pool) -> Iterator[list[Item]]:
+    """The batches read and parsed, in order.  With a pool, the next batches are parsed
+    there while the current one is filed; the first is parsed here while the pool starts."""
+    waiting: deque = deque()
+    for number, batch in enumerate(batches):
         with database.read() as session:
-            ids = list(session.execute(
-                sa.select(R.id).where(R.state == STORED, R.id > last).order_by(R.id).limit(200)).scalars())
-        if not ids:
-            break
-        if limit is not None:
-            ids = ids[:limit - done]
-        position = 0
-        while position < len(ids):
-            with database.write() as session:
-                ours = our_addresses(session, settings)
-                started = time.monotonic()
-                while position < len(ids) and (time.monotonic() - started < batch_seconds or position == 0):
-                    report.merge(_process_in(session, settings, ids[position], ours))
-                    position += 1
-                    if time.monotonic() - started >= batch_seconds:
-                        break
-        last = ids[-1]
-        done += len(ids)
+            stored = _read_raw(session, database, batch)
+        meta = [(raw_id, mailbox) for raw_id, mailbox, _ in stored]
+        raws = [raw for _, _, raw in stored]
+        del stored
+        job = None
+        if pool is not None and number > 0 and raws and max(map(len, raws)) <= PARALLEL_MAX_BYTES:
+            try:
+                job = pool.submit(parse_many, raws)
+            except Exception:  # a broken pool: parse here
+                log.warning("parser processes unavailable; parsing in this process", exc_info=True)
+        waiting.append((meta, job if job is not None else raws))
+        del raws
+        while len(waiting) > (LOOKAHEAD if pool is not None else 0):
+            yield _items(*waiting.popleft())
+    while waiting:
+        yield _items(*waiting.popleft())
+
+
+def _read_raw(session: Session, database: Database, ids: list[int]) -> list[tuple[int, str | None, bytes]]:
+    """(id, mailbox, bytes) of the rows still `stored`.  Large messages on SQLite are read
+    with incremental blob I/O: a SELECT first assembles the value in SQLite's memory and
+    then copies it, twice the message's size at once."""
+    R = RawMessage.__table__.c
+    rows = session.execute(sa.select(R.id, R.mailbox, sa.func.length(R.raw).label("size")).where(
+        R.id.in_(ids), R.state == STORED).order_by(R.id)).all()
+    big = {r.id for r in rows if database.sqlite and (r.size or 0) > BIG_RAW}
+    small = [r.id for r in rows if r.id not in big]
+    data = dict(session.execute(sa.select(R.id, R.raw).where(R.id.in_(small))).all()) if small else {}
+    result = []
+    for row in rows:
+        if row.id in big:
+            connection = session.connection().connection.driver_connection
+            with connection.blobopen("raw_messages", "raw", row.id, readonly=True) as blob:
+                raw = blob.read()
+        else:
+            raw = data.pop(row.id)
+        result.append((row.id, row.mailbox, raw))
+    return result
+
+
+def _items(meta: list[tuple[int, str | None]], parsed) -> list[Item]:
+    """Items from a parser job's result, or from raw bytes parsed now."""
+    if not isinstance(parsed, list):
+        try:
+            parsed = parsed.result()
+        except Exception:  # a dead worker: the per-message path parses again
+            log.warning("parser process failed; parsing in this process", exc_info=True)
+            parsed = [None] * len(meta)
+    else:
+        parsed = [_parse(raw) for raw in parsed]
+    return [Item(raw_id, mailbox, p) for (raw_id, mailbox), p in zip(meta, parsed)]
+
+
+def _parse(raw: bytes) -> ParsedMessage | None:
+    """None when the parser itself fails: the message is then filed alone and quarantined with the error."""
+    try:
+        return parse_message(raw)
+    except Exception:
+        return None
+
+
+def _batches(rows) -> list[list[int]]:
+    """Ids in batches of growing size up to BATCH_MESSAGES/BATCH_BYTES: the first tickets
+    are committed quickly, the bulk goes in large transactions."""
+    batches: list[list[int]] = [[]]
+    size = 0
+    for row in rows:
+        most = min(BATCH_MESSAGES, FIRST_BATCH << (len(batches) - 1))
+        if batches[-1] and (len(batches[-1]) >= most or size + (row.size or 0) > BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(row.id)
+        size += row.size or 0
+    return [b for b in batches if b]
+
+
+def _file_items(database: Database, settings: Settings, items: list[Item]) -> IntakeReport:
+    """One write transaction for a parsed batch; message by message if the batch fails."""
+    if not items:
+        return IntakeReport()
+    with database.write() as session:
+        try:
+            with session.begin_nested():
+                return _file_batch(session, settings, items)
+        except Exception:
+            log.warning("filing a batch of %d messages failed; filing them one by one", len(items), exc_info=True)
+        report = IntakeReport()
+        ours = our_addresses(session, settings)
+        acknowledger = Acknowledger(session, settings, ours)
+        for item in items:
+            report.merge(_process_in(session, settings, item.raw_id, ours, acknowledger, item.parsed))
+        return report
+
+
+def _file_batch(session: Session, settings: Settings, items: list[Item]) -> IntakeReport:
+    R = RawMessage.__table__.c
+    # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers): a second filer waits, then skips.
+    still = set(session.execute(sa.select(R.id).where(R.id.in_([i.raw_id for i in items]), R.state == STORED)
+                                .with_for_update()).scalars())
+    items = [i for i in items if i.raw_id in still]
+    report = IntakeReport()
+    ours = our_addresses(session, settings)
+    acknowledger = Acknowledger(session, settings, ours)
+    tag = settings.tickets.subject_tag
+    seen = known_message_ids(session, [ident for i in items if i.parsed
+                                       for ident in (i.parsed.message_id, *references_of(i.parsed))])
+    queues: dict[str | None, int] = {}
+    group: list[Item] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        for item in group:
+            if item.mailbox not in queues:
+                queues[item.mailbox] = queue_id(session, _queue_for(session, _mailbox(settings, item.mailbox)))
+        ticket_ids = file_new_tickets(session, settings, group, queues, ours)
+        closed: set[int] = set()
+        if load_automation(settings).rules:
+            for ticket_id in ticket_ids:
+                apply_rules(session, settings, ticket_id)
+            T = Ticket.__table__.c
+            closed = set(session.execute(sa.select(T.id).where(T.id.in_(ticket_ids), T.status == "closed")).scalars())
+        if settings.tickets.autoreply:
+            acknowledger.prepare(i.parsed.from_addr for i in group if i.parsed.from_trusted)
+            for ticket_id, item in zip(ticket_ids, group):
+                if ticket_id not in closed:
+                    acknowledger.acknowledge(ticket_id, item.parsed)
+            acknowledger.flush()
+        report.created.extend(ticket_ids)
+        group.clear()
+
+    for item in items:
+        if item.parsed is not None and is_plain_new(item.parsed, tag, ours, seen):
+            group.append(item)
+        else:
+            flush()
+            report.merge(_process_in(session, settings, item.raw_id, ours, acknowledger, item.parsed))
+        if item.parsed is not None and item.parsed.message_id:
+            seen.add(item.parsed.message_id)
+    flush()
     return report
 
 
 def process_one(database: Database, settings: Settings, raw_id: int) -> IntakeReport:
     with database.write() as session:
-        return _process_in(session, settings, raw_id, our_addresses(session, settings))
+        ours = our_addresses(session, settings)
+        return _process_in(session, settings, raw_id, ours, Acknowledger(session, settings, ours))
 
 
-def _process_in(session: Session, settings: Settings, raw_id: int, ours: set[str]) -> IntakeReport:
+def _process_in(session: Session, settings: Settings, raw_id: int, ours: set[str], acknowledger: Acknowledger,
+                parsed: ParsedMessage | None = None) -> IntakeReport:
     """File one stored message inside the caller's transaction, in a savepoint of its own."""
     report = IntakeReport()
     raw = session.get(RawMessage, raw_id, populate_existing=True)
@@ -183,7 +368,8 @@ def _process_in(session: Session, settings: Settings, raw_id: int, ours: set[str
         return report
     try:
         with session.begin_nested():
-            outcome = _file_message(session, settings, raw, ours)
+            outcome = _file_message(session, settings, raw, ours, acknowledger, parsed)
+            acknowledger.flush()
     except Exception as exc:  # a bug must not stop the messages after this one
         log.exception("raw message %s could not be filed", raw_id)
         raw = session.get(RawMessage, raw_id, populate_existing=True)
@@ -224,8 +410,10 @@ def our_addresses(session: Session, settings: Settings) -> set[str]:
     return addresses
 
 
-def _file_message(session: Session, settings: Settings, raw: RawMessage, ours: set[str]) -> _Outcome:
-    parsed = parse_message(raw.raw)
+def _file_message(session: Session, settings: Settings, raw: RawMessage, ours: set[str],
+                  acknowledger: Acknowledger, parsed: ParsedMessage | None = None) -> _Outcome:
+    if parsed is None:
+        parsed = parse_message(raw.raw)
     if parsed.error:
         return _Outcome(quarantine=parsed.error)
     if parsed.dsn is not None:
@@ -283,7 +471,7 @@ def _file_message(session: Session, settings: Settings, raw: RawMessage, ours: s
                     f"{decision.reason}.", record_event=False)
     apply_rules(session, settings, ticket.id)
     if get_ticket(session, ticket.id).status != "closed":  # a rule may drop it as spam: no reply then
-        _maybe_acknowledge(session, settings, ticket, parsed, ours)
+        acknowledger.acknowledge(ticket.id, parsed)
     return _Outcome(ticket_id=ticket.id, created=True)
 
 
@@ -375,38 +563,6 @@ def _file_bounce(session: Session, parsed: ParsedMessage, raw: RawMessage) -> _O
                                 f"{dsn.diagnostic}".strip()))
     record(session, ticket.id, SYSTEM, "bounce", None, f"message #{original.id}")
     return _Outcome(ticket_id=ticket.id, bounce=1)
-
-
-def _maybe_acknowledge(session: Session, settings: Settings, ticket: Ticket, parsed: ParsedMessage,
-                       ours: set[str]) -> None:
-    """Acknowledge a new ticket, unless the mail is automatic, untrusted or the rate is exceeded."""
-    if not settings.tickets.autoreply or not parsed.from_trusted:
-        return
-    reason = automatic_reason(parsed, ours)
-    if reason:
-        record(session, ticket.id, SYSTEM, "autoreply", None, f"suppressed: {reason}")
-        return
-    now = utcnow()
-    M = Message.__table__.c
-    window = now - timedelta(hours=10)
-    sent = list(session.execute(sa.select(M.created_at).where(
-        M.kind == "outbound", M.auto == sa.true(), M.created_at >= window,
-        M.to_addrs.like(f'%"{parsed.from_addr}"%'))).scalars())
-    if not allowed(sent, now, DEFAULT_RECIPIENT_LIMITS):
-        record(session, ticket.id, SYSTEM, "autoreply", None, "suppressed: too many automatic replies to this address")
-        return
-    on_ticket = list(session.execute(sa.select(M.created_at).where(
-        M.ticket_id == ticket.id, M.kind == "outbound", M.auto == sa.true(), M.created_at >= window)).scalars())
-    if not allowed(on_ticket, now, DEFAULT_TICKET_LIMITS):
-        return
-    from supportdesk.mail.outbox import acknowledgement_body, queue_reply
-
-    try:
-        with session.begin_nested():
-            queue_reply(session, settings, ticket, SYSTEM, acknowledgement_body(session, settings, ticket),
-                        auto=True, cc=[])
-    except InvalidError as exc:
-        record(session, ticket.id, SYSTEM, "autoreply", None, f"not sent: {exc}"[:500])
 
 
 # --- the mail server pipe (`supportdesk ingest`) ------------------------------------------------

@@ -60,6 +60,7 @@ __all__ = [
     "ParsedAttachment",
     "ParsedMessage",
     "html_to_text",
+    "parse_many",
     "parse_message",
     "quote_split",
 ]
@@ -156,6 +157,17 @@ def parse_message(raw: bytes) -> ParsedMessage:
         return _Parser(raw).run()
     except Exception as exc:  # last line of defence: intake must go on
         return ParsedMessage(error=f"unparseable message ({type(exc).__name__})")
+
+
+def parse_many(raws: list[bytes]) -> list[ParsedMessage | None]:
+    """`parse_message` for a batch, e.g. in a worker process; None where the parser itself failed."""
+    parsed: list[ParsedMessage | None] = []
+    for raw in raws:
+        try:
+            parsed.append(parse_message(raw))
+        except Exception:
+            parsed.append(None)
+    return parsed
 
 
 # -- text helpers ---------------------------------------------------------------------------
@@ -375,11 +387,32 @@ def html_to_text(html: str) -> str:
 # -- the parser ----------------------------------------------------------------------------
 
 
+_BIG_MESSAGE = 1 << 20
+_BIG_BODY = 256 << 10
+# Possessive (++): a plain + keeps backtracking state per line, ~3.5× the run in memory.
+_BASE64_RUN = re.compile(rb"^(?:[A-Za-z0-9+/]{60,76}\r?\n)++(?:[A-Za-z0-9+/]{1,76}={0,2}\r?\n|={1,2}\r?\n)?", re.M)
+_BASE64_CTE = re.compile(rb"^content-transfer-encoding:[ \t]*base64[ \t]*\r?$", re.I | re.M)
+
+
 class _Parser:
-    def __init__(self, raw: bytes) -> None:
+    """One message's parse.
+
+    Large attachments: the email package holds a body as a str and a list of its
+    lines (~4× the encoded size, ~6× the decoded one).  In a message over
+    ``_BIG_MESSAGE``, each base64 body over ``_BIG_BODY`` is cut out before parsing
+    and replaced by a token; the part then decodes straight from the raw bytes.  If
+    a token is not met as a part body (e.g. inside a forwarded message), the message
+    is parsed again whole, so the result never depends on the shortcut.
+    """
+
+    def __init__(self, raw: bytes, *, cut_big_bodies: bool = True) -> None:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         self.raw = bytes(raw)
+        self.cut_big_bodies = cut_big_bodies
+        self.big: dict[bytes, tuple[int, int]] = {}
+        self.big_used: set[bytes] = set()
+        self.big_source = b""
         self.defects: list[str] = []
         self.plain: list[str] = []
         self.html: list[str] = []
@@ -400,7 +433,7 @@ class _Parser:
         if len(stripped) != len(raw) and _HEADER_START.match(stripped):
             self.defect("whitespace before the first header was ignored")
             raw = stripped
-        msg = self._message_from_bytes(raw)
+        msg = self._message_from_bytes(self._cut(raw) if self.cut_big_bodies and len(raw) > _BIG_MESSAGE else raw)
         try:
             names = {str(name).lower() for name, _ in msg.raw_items()}
         except Exception:
@@ -434,8 +467,30 @@ class _Parser:
             report_type=report_type,
             defects=self.defects,
         )
+        if self.big_used != set(self.big):
+            return _Parser(self.raw, cut_big_bodies=False).run()
         error = self._unusable(names, result)
         return replace(result, error=error) if error else result
+
+    def _cut(self, raw: bytes) -> bytes:
+        """The message with each large base64 part body replaced by a token (see the class)."""
+        pieces, last = [], 0
+        for match in _BASE64_RUN.finditer(raw):
+            start, end = match.span()
+            if end - start < _BIG_BODY or not (raw.endswith(b"\n\n", 0, start) or raw.endswith(b"\r\n\r\n", 0, start)):
+                continue
+            opened = max(raw.rfind(b"\n--", max(0, start - 16384), start), 0)
+            if not _BASE64_CTE.search(raw, opened, start):
+                continue
+            token = b"SupportdeskBigBody%d" % len(self.big)
+            self.big[token] = (start, end)
+            pieces += [raw[last:start], token, b"\r\n" if raw.endswith(b"\r\n", 0, end) else b"\n"]
+            last = end
+        if not self.big:
+            return raw
+        self.big_source = raw
+        pieces.append(raw[last:])
+        return b"".join(pieces)
 
     def _message_from_bytes(self, raw: bytes) -> Message:
         if raw.lower().count(b"boundary") > _MAX_BOUNDARIES:
@@ -679,6 +734,11 @@ class _Parser:
         raw = _raw_body(part)
         if raw is None:
             return b""
+        if self.big and raw.strip() in self.big:
+            token = raw.strip()
+            self.big_used.add(token)
+            start, end = self.big[token]
+            return binascii.a2b_base64(memoryview(self.big_source)[start:end])
         try:
             cte = str(part.get("content-transfer-encoding", "") or "").strip().lower()
         except Exception:

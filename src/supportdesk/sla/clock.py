@@ -85,6 +85,8 @@ class TargetState:
     breached_at: datetime | None = None
     used_minutes: float = 0.0
     target_minutes: float | None = None
+    cycle: int = 0  # next response: 1 for the first cycle, 2 for the next…; 0 for the other targets
+    deadline: datetime | None = None  # when the target was (or would have been) due, even when met or paused
 
     @property
     def pending_due(self) -> datetime | None:
@@ -95,6 +97,13 @@ class TargetState:
 class Targets:
     policy: str
     targets: dict[str, TargetState] = field(default_factory=dict)
+    earlier_cycles: list[TargetState] = field(default_factory=list)  # next-response cycles before the current one
+
+    def every(self) -> list[TargetState]:
+        """Every tracked target, earlier next-response cycles included (what `ticket_sla_targets` records)."""
+        out = [self.targets["first_response"], *self.earlier_cycles, self.targets["next_response"],
+               self.targets["resolution"]]
+        return [t for t in out if t.state != "none"]
 
     @property
     def columns(self) -> dict[str, datetime | None]:
@@ -265,44 +274,46 @@ def compute(history: History, policy: Policy, now: datetime, clock: BusinessTime
 
     results: dict[str, TargetState] = {}
 
-    def finish(name: str, begin: datetime | None, met: datetime | None) -> None:
+    def measure(name: str, begin: datetime | None, met: datetime | None, cycle: int = 0) -> TargetState:
         minutes = policy.target(name)
         if minutes is None or begin is None:
-            results[name] = TargetState(name, "none", target_minutes=minutes)
-            return
+            return TargetState(name, "none", target_minutes=minutes, cycle=cycle)
         breach, due, used = _measure(cal, spans, begin, met, minutes, now if usage else None)
         breached_at = breach if breach is not None and (met is None or breach < met) and breach <= now else None
         if met is not None:
             state = "breached" if breached_at else "met"
-            results[name] = TargetState(name, state, None, begin, met, breached_at, used, minutes)
-        elif due is not None:
+            deadline = breach if breach is not None else cal.add(met, max(minutes - used, 0.0))
+            return TargetState(name, state, None, begin, met, breached_at, used, minutes, cycle, deadline)
+        if due is not None:
             state = "breached" if due <= now else "running"
-            results[name] = TargetState(name, state, due, begin, None, due if due <= now else None, used, minutes)
-        else:
-            state = "breached" if breached_at else ("stopped" if stopped else "paused")
-            results[name] = TargetState(name, state, None, begin, None, breached_at, used, minutes)
+            return TargetState(name, state, due, begin, None, due if due <= now else None, used, minutes, cycle, due)
+        state = "breached" if breached_at else ("stopped" if stopped else "paused")
+        return TargetState(name, state, None, begin, None, breached_at, used, minutes, cycle, breach)
 
     # first response: from creation to the first agent reply
     first_agent = next((at for at, who in public if who == "agent"), None)
-    finish("first_response", history.created_at, first_agent)
+    results["first_response"] = measure("first_response", history.created_at, first_agent)
 
-    # next response: the customer message that follows the last agent reply
-    begin, met = None, None
+    # next response: each customer message that follows an agent reply opens a cycle (unless one
+    # is open), the next agent reply meets it
+    cycles: list[list] = []
     seen_agent = False
     for at, who in public:
         if who == "agent":
-            if begin is not None and met is None:
-                met = at  # this reply met the open cycle; a later customer message starts a new one
+            if cycles and cycles[-1][1] is None:
+                cycles[-1][1] = at
             seen_agent = True
-            continue
-        if seen_agent and (begin is None or met is not None):
-            begin, met = at, None
-    if begin is not None and met is not None:
-        finish("next_response", begin, met)
+        elif seen_agent and (not cycles or cycles[-1][1] is not None):
+            cycles.append([at, None])
+    earlier = []
+    if policy.next_response is not None:
+        earlier = [measure("next_response", b, m, n) for n, (b, m) in enumerate(cycles[:-1], 1)]
+    if cycles:
+        results["next_response"] = measure("next_response", cycles[-1][0], cycles[-1][1], len(cycles))
     else:
-        finish("next_response", begin, None)
+        results["next_response"] = measure("next_response", None, None)
 
     # resolution: from creation until solved (reopen resumes it)
-    finish("resolution", history.created_at, solved_at if stopped else None)
-    return Targets(policy.name, results)
+    results["resolution"] = measure("resolution", history.created_at, solved_at if stopped else None)
+    return Targets(policy.name, results, earlier)
 

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timezone
 from functools import partial
+from typing import Callable
 
 from textual import work
 from textual.app import App
-from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.message import Message
 from textual.worker import get_current_worker
 
 from supportdesk.config import Settings
-from supportdesk.db import Database
+from supportdesk.db import Database, DatabaseError
+from supportdesk.presence import HEARTBEAT
 from supportdesk.query import QueryContext
 from supportdesk.text import clean_line
-from supportdesk.tui.data import Health, health
+from supportdesk.tickets import ServiceError
+from supportdesk.tui.bindings import bind
+from supportdesk.tui.data import Health, forget_presence, health, visible_queues, write_presence
 from supportdesk.tui.screens.actions import ACTION_BINDINGS
 from supportdesk.tui.screens.compose import ComposeScreen
 from supportdesk.tui.screens.modals import HelpModal
@@ -54,9 +58,19 @@ class ConsoleCommands(Provider):
         if isinstance(screen, (QueueScreen, TicketScreen)):
             for binding in ACTION_BINDINGS:
                 commands.append((f"Ticket: {binding.description}", getattr(screen, f"action_{binding.action}"),
-                                 f"key {binding.key}"))
-            commands.append(("Ticket: Reply", partial(screen.action_compose, "reply"), "key r"))
-            commands.append(("Ticket: Internal note", partial(screen.action_compose, "note"), "key n"))
+                                 f"key {app.key_for(binding)}"))
+            prefix = "queue" if isinstance(screen, QueueScreen) else "ticket"
+            commands.append(("Ticket: Reply", partial(screen.action_compose, "reply"),
+                             f"key {app.key_for(prefix + '.reply')}"))
+            commands.append(("Ticket: Internal note", partial(screen.action_compose, "note"),
+                             f"key {app.key_for(prefix + '.note')}"))
+        if isinstance(screen, TicketScreen):
+            commands.append(("Ticket: Save an attachment", screen.action_save_attachment,
+                             f"key {app.key_for('ticket.save_attachment')}"))
+        if isinstance(screen, ComposeScreen):
+            commands.append(("Compose: Insert a canned response", screen.action_canned,
+                             f"key {app.key_for('compose.canned')}"))
+            commands.append(("Compose: Send", screen.action_send, f"key {app.key_for('compose.send')}"))
         return commands
 
     async def discover(self) -> Hits:
@@ -76,53 +90,80 @@ class SupportDeskApp(App):
     TITLE = "supportdesk"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     BINDINGS = [
-        Binding("question_mark", "help", "Help"),
-        Binding("ctrl+q", "quit", "Quit", show=False),
+        bind("app.help", "help", "Help"),
+        bind("app.quit", "quit", "Quit", show=False),
     ]
 
     def __init__(self, database: Database, settings: Settings, login: str, *, initial_query: str = "",
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, clock: Callable[[], datetime] | None = None) -> None:
         super().__init__()
         self.database, self.settings, self.login = database, settings, login
+        self.queue_ids = visible_queues(database, login)  # limits every query, count and ticket opened
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.initial_query = initial_query
         self.poll_seconds = poll_seconds
         self.health_cache: Health | None = None
+        self._presence_claims: dict[int, tuple[int, str]] = {}  # id(screen) → (ticket id, activity)
+        self._presence_written: dict[int, str] = {}
+        self._presence_lock = threading.Lock()
         self.theme = "textual-dark"
+        self.set_keymap(settings.console_keys)
+
+    def now(self) -> datetime:
+        """The console's wall clock (UTC); tests inject a frozen one so snapshots stay put."""
+        return self.clock()
 
     def query_context(self) -> QueryContext:
         local = datetime.now().astimezone().tzinfo or timezone.utc
-        return QueryContext(now=datetime.now(timezone.utc), me=self.login, tz=local,
-                            dialect=self.database.engine.dialect.name)
+        return QueryContext(now=self.now(), me=self.login, tz=local,
+                            dialect=self.database.engine.dialect.name, queue_ids=self.queue_ids)
 
     def on_mount(self) -> None:
         self.push_screen(QueueScreen())
         self.watch_changes()
         self.set_interval(TICK_SECONDS, self.tick)
+        self.set_interval(HEARTBEAT.total_seconds(), partial(self.write_presence, True))
 
     # --- navigation ----------------------------------------------------------------------
 
     def open_ticket(self, ticket_id: int) -> None:
         self.push_screen(TicketScreen(ticket_id))
 
+    @work(thread=True, exclusive=True, group="open-compose")
     def open_compose(self, ticket_id: int, kind: str) -> None:
-        from supportdesk.tui.data import load_ticket
+        """Read the subject, the draft and the newest message off the event loop, then show the editor."""
+        from supportdesk.tui.data import compose_start
 
-        subject = load_ticket(self.database, ticket_id).detail["subject"]
-        self.push_screen(ComposeScreen(ticket_id, kind, subject))
+        try:
+            start = compose_start(self.database, self.login, ticket_id, kind, self.now())
+        except (ServiceError, DatabaseError) as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        if not get_current_worker().is_cancelled:
+            self.call_from_thread(self.push_screen, ComposeScreen(ticket_id, kind, start=start))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpModal):
             return
-        self.push_screen(HelpModal(help_sections()))
+        self.push_screen(HelpModal(help_sections(self._keymap)))
+
+    def key_for(self, binding) -> str:
+        """The key a binding (or binding id) has now, after `[console.keys]`, as help shows it."""
+        from supportdesk.tui.keymap import DEFAULT_KEYS
+
+        binding_id = binding if isinstance(binding, str) else binding.id
+        keys = self._keymap.get(binding_id) or DEFAULT_KEYS.get(binding_id) or binding.key
+        return ", ".join(pretty_key(k) for k in keys.split(","))
 
     # --- live refresh --------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="watch")
     def watch_changes(self) -> None:
-        """Poll SQLite's data_version on one pinned connection (the counter is per connection)."""
+        """Poll the change marker: SQLite's data_version on one pinned connection (the counter is
+        per connection); on PostgreSQL the database's LISTEN count."""
         worker = get_current_worker()
         sqlite = self.database.sqlite
-        last, posted = None, time.monotonic()
+        last = None
         with self.database.engine.connect() as conn:
             while not worker.is_cancelled:
                 if sqlite:
@@ -131,25 +172,28 @@ class SupportDeskApp(App):
                     if last is not None and version != last:
                         self.post_message(DataChanged())
                     last = version
-                elif time.monotonic() - posted >= 2:
-                    posted = time.monotonic()
-                    self.post_message(DataChanged())
+                else:  # PostgreSQL: notifications counted on the database's LISTEN connection
+                    version = self.database.data_version()
+                    if last is not None and version != last:
+                        self.post_message(DataChanged())
+                    last = version
                 deadline = time.monotonic() + self.poll_seconds
                 while not worker.is_cancelled and time.monotonic() < deadline:
                     time.sleep(0.05)
 
     def on_data_changed(self, _message: DataChanged) -> None:
+        """Only the screen in front re-reads: the ones beneath refresh when they resume, so a
+        change while reading a ticket does not recount every view behind it."""
         self.refresh_health()
-        for screen in self.screen_stack:
-            if hasattr(screen, "data_changed"):
-                screen.data_changed()
+        if hasattr(self.screen, "data_changed"):
+            self.screen.data_changed()
 
     def notify_local_change(self) -> None:
         self.post_message(DataChanged())
 
     @work(thread=True, exclusive=True, group="health")
     def refresh_health(self) -> None:
-        result = health(self.database, datetime.now(timezone.utc))
+        result = health(self.database, self.now())
         self.call_from_thread(self._show_health, result)
 
     def _show_health(self, result: Health) -> None:
@@ -168,25 +212,66 @@ class SupportDeskApp(App):
         for screen in self.screen_stack:
             if isinstance(screen, ComposeScreen):
                 screen.keep_draft()
+        self._presence_claims.clear()
+        with self._presence_lock:
+            try:
+                forget_presence(self.database, self.login)
+            except (DatabaseError, ServiceError):
+                pass
+            self._presence_written = {}
+
+    # --- presence ------------------------------------------------------------------------
+
+    def claim_presence(self, screen: object, ticket_id: int, activity: str) -> None:
+        """A screen shows (or replies to) a ticket; others see it within a poll."""
+        self._presence_claims[id(screen)] = (ticket_id, activity)
+        self.write_presence()
+
+    def release_presence(self, screen: object) -> None:
+        if self._presence_claims.pop(id(screen), None) is not None:
+            self.write_presence()
+
+    def presence_wanted(self) -> dict[int, str]:
+        wanted: dict[int, str] = {}
+        for ticket_id, activity in list(self._presence_claims.values()):
+            if wanted.get(ticket_id) != "replying":
+                wanted[ticket_id] = activity
+        return wanted
+
+    @work(thread=True, group="presence")
+    def write_presence(self, heartbeat: bool = False) -> None:
+        """Serialised by a lock and always writing the latest wish, so a slow worker cannot undo a newer one."""
+        with self._presence_lock:
+            wanted = self.presence_wanted()
+            if wanted == self._presence_written and not (heartbeat and wanted):
+                return
+            try:
+                write_presence(self.database, self.login, wanted, self._presence_written)
+            except (DatabaseError, ServiceError):
+                return
+            self._presence_written = wanted
 
 
-def help_sections() -> list[tuple[str, list[tuple[str, str]]]]:
-    """Built from the binding lists themselves, so help cannot miss a key."""
-    from supportdesk.tui.screens.modals import ChoiceModal, ConfirmModal, InputModal
+def help_sections(keymap: dict[str, str] | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Built from the binding lists themselves and the remapping, so help cannot miss or misstate a key."""
+    keymap = keymap or {}
+    from supportdesk.tui.screens.modals import ChoiceModal, ConfirmModal, InputModal, QuarantineModal
+    from supportdesk.tui.widgets.sidebar import Sidebar
 
     def rows(bindings) -> list[tuple[str, str]]:
         out = []
         for b in bindings:
-            keys = ", ".join(pretty_key(k) for k in b.key.split(","))
+            keys = ", ".join(pretty_key(k) for k in (keymap.get(b.id) or b.key).split(","))
             out.append((keys, b.tooltip or b.description or b.action))
         return out
 
     table = [b for b in TicketTable.BINDINGS]
     return [
         ("Everywhere", rows(SupportDeskApp.BINDINGS) + [("ctrl+p", "command palette")]),
-        ("Queue list", rows(table) + rows(QueueScreen.BINDINGS)),
+        ("Queue list", rows(table) + rows(QueueScreen.BINDINGS) + rows(Sidebar.BINDINGS)),
         ("Ticket", rows(TicketScreen.BINDINGS)),
         ("Compose", rows(ComposeScreen.BINDINGS)),
+        ("Quarantine", rows(QuarantineModal.BINDINGS)),
         ("Dialogs", rows(ChoiceModal.BINDINGS) + rows(InputModal.BINDINGS) + rows(ConfirmModal.BINDINGS)),
     ]
 

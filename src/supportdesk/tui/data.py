@@ -9,6 +9,7 @@ back to OFFSET over the id index only, then fetches the page's details by id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -21,9 +22,16 @@ from supportdesk.listing import count, events_for, ticket_detail
 from supportdesk.mail.intake import QUARANTINED
 from supportdesk.mail.outbox import queue_reply
 from supportdesk.mail.parse import quote_split
-from supportdesk.models import Agent, Customer, Draft, MailboxState, Outbox, Queue, RawMessage, Ticket, utcnow
+from supportdesk import presence
+from supportdesk.models import (
+    Agent, Customer, Draft, MailboxState, Message, Outbox, Queue, RawMessage, Ticket, utcnow,
+)
 from supportdesk.query import Query, QueryContext, QueryError, compile_query, nearest_due, parse_query, sort_order
-from supportdesk.tickets import Changes, add_message, bulk_update, get_ticket, resolve_actor, update_ticket
+from supportdesk.sla.policy import recorded_targets
+from supportdesk.text import clean_line
+from supportdesk.tickets import (
+    Actor, Changes, add_message, bulk_update, check_access, get_ticket, resolve_actor, update_ticket,
+)
 
 T = Ticket.__table__.c
 PAGE = 100
@@ -63,10 +71,15 @@ def builtin_views() -> list[View]:
     ]
 
 
-def all_views(session: Session, settings: Settings) -> list[View]:
+def all_views(session: Session, settings: Settings, queue_ids: frozenset[int] | None = None) -> list[View]:
+    """Built-in views, saved views, then one per queue (only the agent's own queues when they are limited)."""
     views = builtin_views()
     views += [View(v.name, v.query, "saved") for v in settings.views]
-    for name in session.execute(sa.select(Queue.__table__.c.name).order_by(Queue.__table__.c.name)).scalars():
+    Q = Queue.__table__.c
+    names = sa.select(Q.name).order_by(Q.name)
+    if queue_ids is not None:
+        names = names.where(Q.id.in_(sorted(queue_ids)))
+    for name in session.execute(names).scalars():
         quoted = f'"{name}"' if " " in name else name
         views.append(View(name, f"queue:{quoted} {OPEN}", "queue"))
     return views
@@ -87,6 +100,8 @@ class Pager:
         self.database, self.query, self.make_ctx, self.sort = database, query, make_ctx, sort
         self.total = 0
         self.pages: dict[int, list[Row]] = {}
+        self.generation = 0
+        self.where = compile_query(query, make_ctx())
 
     def reload(self) -> int:
         """Forget cached pages and recount (one COUNT); relative times in the query move on with the clock."""
@@ -104,18 +119,49 @@ class Pager:
         offset = index % PAGE
         return page[offset] if offset < len(page) else None
 
+    def cached(self, index: int) -> Row | None:
+        """The row if its page is already here; never touches the database (the event loop's view)."""
+        if not 0 <= index < self.total:
+            return None
+        page = self.pages.get(index // PAGE)
+        offset = index % PAGE
+        return page[offset] if page is not None and offset < len(page) else None
+
+    def snapshot(self, first: int, last: int) -> tuple[int, dict[int, list[Row]], object]:
+        """For a worker: a fresh count and the pages covering rows first..last, leaving this pager untouched."""
+        ctx = self.make_ctx()
+        where = compile_query(self.query, ctx)
+        with self.database.read() as session:
+            total = count(session, self.query, ctx)
+        pages: dict[int, list[Row]] = {}
+        for number in range(max(0, first) // PAGE, min(max(0, last), max(0, total - 1)) // PAGE + 1):
+            if number * PAGE < total:
+                pages[number] = self._fetch(number, where, pages)
+        return total, pages, where
+
+    def fetch(self, number: int) -> list[Row]:
+        """For a worker: one page, read with the query as last compiled."""
+        return self._fetch(number)
+
+    def install(self, total: int, pages: dict[int, list[Row]], where) -> None:
+        """Back on the event loop: swap in what a snapshot read."""
+        self.total, self.pages, self.where = total, pages, where
+        self.generation += 1
+
     def page(self, number: int) -> list[Row]:
         if number not in self.pages:
             self.pages[number] = self._fetch(number)
         return self.pages[number]
 
-    def _fetch(self, number: int) -> list[Row]:
+    def _fetch(self, number: int, where=None, pages: dict[int, list[Row]] | None = None) -> list[Row]:
+        where = self.where if where is None else where
+        pages = self.pages if pages is None else pages
         if self.sort:
-            stmt = sa.select(T.id).where(self.where).order_by(*sort_order(self.sort)).limit(PAGE).offset(number * PAGE)
+            stmt = sa.select(T.id).where(where).order_by(*sort_order(self.sort)).limit(PAGE).offset(number * PAGE)
             with self.database.read() as session:
                 return rows_for(session, list(session.execute(stmt).scalars()))
-        stmt = sa.select(T.id).where(self.where).order_by(T.created_at.desc(), T.id.desc()).limit(PAGE)
-        before = self.pages.get(number - 1)
+        stmt = sa.select(T.id).where(where).order_by(T.created_at.desc(), T.id.desc()).limit(PAGE)
+        before = pages.get(number - 1)
         if before and len(before) == PAGE:
             last = before[-1]
             stmt = stmt.where(sa.or_(T.created_at < last.created_at,
@@ -181,20 +227,26 @@ class TicketView:
     detail: dict
     events: list[dict]
     other_tickets: list[Row] = field(default_factory=list)
+    sla_targets: list[dict] = field(default_factory=list)  # recorded per-target states (sla.policy.recorded_targets)
 
 
-def load_ticket(database: Database, ticket_id: int) -> TicketView:
-    now = utcnow()
+def load_ticket(database: Database, ticket_id: int, now: datetime | None = None,
+                queue_ids: frozenset[int] | None = None) -> TicketView:
+    """The ticket, its history and the requester's other tickets (within `queue_ids` when limited)."""
+    now = now or utcnow()
     with database.read() as session:
+        check_access(session, Actor("", queue_ids=queue_ids), [ticket_id])
         detail = ticket_detail(session, ticket_id, now)
         events = events_for(session, ticket_id)
         C = Customer.__table__.c
         requester = session.execute(sa.select(C.id).where(C.email == detail["requester"])).scalar()
         ids = list(session.execute(
-            sa.select(T.id).where(T.requester_id == requester, T.id != ticket_id)
+            sa.select(T.id).where(T.requester_id == requester, T.id != ticket_id,
+                                  T.queue_id.in_(sorted(queue_ids)) if queue_ids is not None else sa.true())
             .order_by(T.created_at.desc()).limit(8)).scalars())
         others = rows_for(session, ids)
-    return TicketView(detail, events, others)
+        targets = recorded_targets(session, ticket_id, now)
+    return TicketView(detail, events, others, targets)
 
 
 def split_quote(body: str) -> tuple[str, str]:
@@ -271,6 +323,28 @@ def send(database: Database, settings: Settings, login: str, ticket_id: int, kin
                                                Draft.kind == kind))
 
 
+@dataclass(frozen=True)
+class ComposeStart:
+    """What a compose screen needs before its first key: the subject, the draft, the newest message seen."""
+
+    subject: str
+    draft: str
+    last_message_id: int
+    seen: list = field(default_factory=list)
+
+
+def compose_start(database: Database, login: str, ticket_id: int, kind: str,
+                  now: datetime | None = None) -> ComposeStart:
+    M = Message.__table__.c
+    with database.read() as session:
+        ticket = get_ticket(session, ticket_id)
+        last = session.execute(sa.select(sa.func.max(M.id)).where(M.ticket_id == ticket_id)).scalar() or 0
+        agent_id = _agent_id(session, login)
+        draft = session.get(Draft, (agent_id, ticket_id, kind)) if agent_id is not None else None
+        seen = presence.others(session, ticket_id, agent_id, now)
+        return ComposeStart(ticket.subject, draft.body if draft else "", last, seen)
+
+
 def load_draft(database: Database, login: str, ticket_id: int, kind: str) -> str:
     with database.read() as session:
         actor = resolve_actor(session, login)
@@ -322,6 +396,119 @@ def quarantined(database: Database, limit: int = 500) -> list[tuple[int, datetim
         return [(r.id, r.received_at, r.mailbox or r.source, r.error or "")
                 for r in session.execute(sa.select(R.id, R.received_at, R.mailbox, R.source, R.error)
                                          .where(R.state == QUARANTINED).order_by(R.id.desc()).limit(limit))]
+
+
+# --- attachments ---------------------------------------------------------------------------
+
+def safe_filename(name: str) -> str:
+    """A sender's file name reduced to one harmless path component."""
+    base = clean_line(name or "").replace("\\", "/").split("/")[-1].strip().lstrip(".")
+    return base[:200] or "attachment"
+
+
+def save_attachment(database: Database, attachment_id: int, target: Path) -> int:
+    """Write one attachment to a new file; never overwrites, never leaves half a file. Returns the size.
+
+    ValueError carries the one line to show."""
+    from supportdesk.models import Attachment, AttachmentBlob
+
+    At, B = Attachment.__table__.c, AttachmentBlob.__table__.c
+    with database.read() as session:
+        data = session.execute(sa.select(B.data).join(Attachment.__table__, At.sha256 == B.sha256)
+                               .where(At.id == attachment_id)).scalar()
+    if data is None:
+        raise ValueError(f"attachment #{attachment_id} is gone")
+    target = Path(target).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{target} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise ValueError(f"{target.parent} does not exist")
+    try:
+        handle = open(target, "xb")
+    except FileExistsError:
+        raise ValueError(f"{target} already exists (not overwritten)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with handle:
+            handle.write(data)
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        raise ValueError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return len(data)
+
+
+# --- presence and the send guard ---------------------------------------------------------
+
+def _agent_id(session: Session, login: str) -> int | None:
+    return resolve_actor(session, login, require_agent=False).agent_id
+
+
+def write_presence(database: Database, login: str, wanted: dict[int, str], written: dict[int, str]) -> None:
+    """Make this agent's presence rows say `wanted` (ticket id → activity), refreshing their time."""
+    with database.write() as session:
+        agent_id = _agent_id(session, login)
+        if agent_id is None:
+            return
+        presence.leave(session, agent_id, [t for t in written if t not in wanted])
+        presence.mark(session, agent_id, wanted)
+
+
+def forget_presence(database: Database, login: str) -> None:
+    with database.write() as session:
+        agent_id = _agent_id(session, login)
+        if agent_id is not None:
+            presence.leave(session, agent_id)
+
+
+def ticket_presence(database: Database, login: str, ticket_id: int,
+                    now: datetime | None = None) -> list[presence.Seen]:
+    with database.read() as session:
+        return presence.others(session, ticket_id, _agent_id(session, login), now)
+
+
+def last_message_id(database: Database, ticket_id: int) -> int:
+    M = Message.__table__.c
+    with database.read() as session:
+        return session.execute(sa.select(sa.func.max(M.id)).where(M.ticket_id == ticket_id)).scalar() or 0
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A message that reached the ticket while a reply was being written."""
+
+    id: int
+    kind: str
+    who: str
+    created_at: datetime
+    excerpt: str
+
+
+def arrivals(database: Database, login: str, ticket_id: int, after_id: int) -> list[Arrival]:
+    """What the customer wrote, or other agents replied, after message `after_id` (notes and system lines aside)."""
+    M, A = Message.__table__.c, Agent.__table__.c
+    with database.read() as session:
+        me = _agent_id(session, login)
+        stmt = (sa.select(M.id, M.kind, M.from_addr, M.from_name, M.body_text, M.created_at, A.login)
+                .outerjoin(Agent.__table__, A.id == M.author_agent_id)
+                .where(M.ticket_id == ticket_id, M.id > after_id, M.kind.notin_(("note", "system")))
+                .order_by(M.id))
+        found = []
+        for r in session.execute(stmt):
+            if r.kind == "outbound" and me is not None and r.login == login:
+                continue
+            who = r.login if r.kind == "outbound" and r.login else (r.from_name or r.from_addr or "someone")
+            first = next((line.strip() for line in (r.body_text or "").splitlines() if line.strip()), "")
+            found.append(Arrival(r.id, r.kind, clean_line(who), r.created_at, clean_line(first)[:120]))
+    return found
+
+
+def visible_queues(database: Database, login: str) -> frozenset[int] | None:
+    """The queues this agent is limited to (None: all); read when the console starts."""
+    from supportdesk.permissions import visible_queue_ids
+
+    with database.read() as session:
+        return visible_queue_ids(session, login)
 
 
 def check_query(text: str, ctx: QueryContext) -> Query:

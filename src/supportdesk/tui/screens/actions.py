@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import partial
 
-from textual.binding import Binding
 
 from supportdesk.db import DatabaseError
 from supportdesk.models import PRIORITIES, STATUSES
 from supportdesk.tickets import Changes, ServiceError
+from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import apply_changes, choices, parse_snooze, parse_tags
 from supportdesk.tui.screens.modals import ChoiceModal, ConfirmModal, InputModal
 
 ACTION_BINDINGS = [
-    Binding("s", "set_status", "Status"),
-    Binding("p", "set_priority", "Priority"),
-    Binding("a", "assign", "Assign"),
-    Binding("A", "assign_me", "Assign me", show=False),
-    Binding("t", "tags", "Tags (+add -remove)", show=False),
-    Binding("m", "move", "Move to queue", show=False),
-    Binding("c", "close_tickets", "Close", tooltip="Close the selection, or the current ticket"),
-    Binding("z", "snooze", "Snooze until a time", show=False),
+    bind("action.status", "set_status", "Status"),
+    bind("action.priority", "set_priority", "Priority"),
+    bind("action.assign", "assign", "Assign"),
+    bind("action.assign_me", "assign_me", "Assign me", show=False),
+    bind("action.tags", "tags", "Tags (+add -remove)", show=False),
+    bind("action.move", "move", "Move to queue", show=False),
+    bind("action.close", "close_tickets", "Close", tooltip="Close the selection, or the current ticket"),
+    bind("action.snooze", "snooze", "Snooze until a time", show=False),
 ]
 
 
@@ -40,24 +41,32 @@ class TicketActions:
             return
 
         def run(confirmed: bool | None = True) -> None:
-            if not confirmed:
-                return
-            try:
-                n = apply_changes(self.app.database, self.app.login, targets, changes)
-            except (ServiceError, DatabaseError) as exc:
-                self.notify(str(exc), severity="error", timeout=8, markup=False)
-                self.changed()
-                return
-            label = f"#{next(iter(targets))}" if len(targets) == 1 else f"{n} of {len(targets)} tickets"
-            self.notify(f"{what}: {label}" if n else f"{what}: nothing to change", markup=False)
-            self.changed()
+            if confirmed:
+                self.run_worker(partial(self._write, targets, changes, what), thread=True, group="write")
 
         if len(targets) > 1:
             self.app.push_screen(ConfirmModal(f"{what} on {len(targets)} tickets?"), run)
         else:
             run()
 
-    def _choose(self, field: str, values: list[str], make) -> None:
+    def _write(self, targets: dict[int, int], changes: Changes, what: str) -> None:
+        """In a thread worker: one transaction, then the message and the reload back on the event loop."""
+        app = self.app
+        try:
+            n = apply_changes(app.database, app.login, targets, changes)
+        except (ServiceError, DatabaseError) as exc:
+            app.call_from_thread(self._written, str(exc), "error")
+            return
+        label = f"#{next(iter(targets))}" if len(targets) == 1 else f"{n} of {len(targets)} tickets"
+        app.call_from_thread(self._written, f"{what}: {label}" if n else f"{what}: nothing to change", "information")
+
+    def _written(self, message: str, severity: str) -> None:
+        self.notify(message, severity=severity, timeout=8 if severity == "error" else 5, markup=False)
+        if self.is_attached:
+            self.changed()
+
+    def _choose(self, field: str, values, make) -> None:
+        """Values are a list, or a function reading them from the database (then called in a worker)."""
         if not self.targets():
             self.notify("No ticket here", severity="warning", markup=False)
             return
@@ -66,7 +75,22 @@ class TicketActions:
             if value is not None:
                 self._apply(make(value), f"{field} → {value}")
 
-        self.app.push_screen(ChoiceModal(f"Set {field}", values), chosen)
+        def show(found: list[str]) -> None:
+            if self.is_current:
+                self.app.push_screen(ChoiceModal(f"Set {field}", found), chosen)
+
+        if callable(values):
+            def read() -> None:
+                try:
+                    found = values()
+                except DatabaseError as exc:
+                    self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+                    return
+                self.app.call_from_thread(show, found)
+
+            self.run_worker(read, thread=True, group="choices")
+        else:
+            show(values)
 
     def action_set_status(self) -> None:
         self._choose("status", list(STATUSES), lambda v: Changes(status=v))
@@ -75,13 +99,13 @@ class TicketActions:
         self._choose("priority", list(PRIORITIES), lambda v: Changes(priority=v))
 
     def action_assign(self) -> None:
-        self._choose("assignee", choices(self.app.database)["assignee"], lambda v: Changes(assignee=v))
+        self._choose("assignee", lambda: choices(self.app.database)["assignee"], lambda v: Changes(assignee=v))
 
     def action_assign_me(self) -> None:
         self._apply(Changes(assignee=self.app.login), f"assign → {self.app.login}")
 
     def action_move(self) -> None:
-        self._choose("queue", choices(self.app.database)["queue"], lambda v: Changes(queue=v))
+        self._choose("queue", lambda: choices(self.app.database)["queue"], lambda v: Changes(queue=v))
 
     def action_close_tickets(self) -> None:
         self._apply(Changes(status="closed"), "close")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual import work
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from supportdesk.text import clean_line
+from supportdesk.tui.bindings import bind
 
 
 class ChoiceModal(ModalScreen[str | None]):
     """Pick one value; escape cancels."""
 
-    BINDINGS = [Binding("escape,q", "cancel", "Cancel")]
+    BINDINGS = [bind("choice.cancel", "cancel", "Cancel")]
 
     def __init__(self, title: str, values: list[str], current: str | None = None) -> None:
         super().__init__()
@@ -40,16 +41,16 @@ class ChoiceModal(ModalScreen[str | None]):
 class InputModal(ModalScreen[str | None]):
     """Type one value; the caller validates and may show an error without closing."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [bind("input.cancel", "cancel", "Cancel")]
 
-    def __init__(self, title: str, placeholder: str = "", check=None) -> None:
+    def __init__(self, title: str, placeholder: str = "", check=None, value: str = "") -> None:
         super().__init__()
-        self.title_text, self.placeholder, self.check = title, placeholder, check
+        self.title_text, self.placeholder, self.check, self.value = title, placeholder, check, value
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(Text(self.title_text, style="bold"))
-            yield Input(placeholder=self.placeholder)
+            yield Input(self.value, placeholder=self.placeholder)
             yield Static("", classes="error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -66,15 +67,19 @@ class InputModal(ModalScreen[str | None]):
 
 
 class ConfirmModal(ModalScreen[bool]):
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape,q", "answer(False)", "No")]
+    """A yes/no question, optionally with what prompted it (already safe `Text`)."""
 
-    def __init__(self, question: str) -> None:
+    BINDINGS = [bind("confirm.yes", "answer(True)", "Yes"), bind("confirm.no", "answer(False)", "No")]
+
+    def __init__(self, question: str, detail: Text | None = None) -> None:
         super().__init__()
-        self.question = question
+        self.question, self.detail = question, detail
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(Text(self.question, style="bold"))
+            if self.detail is not None:
+                yield Static(self.detail, classes="detail")
             yield Label(Text("y = yes · n / escape = no", style="dim"))
 
     def action_answer(self, yes: bool) -> None:
@@ -84,7 +89,7 @@ class ConfirmModal(ModalScreen[bool]):
 class HelpModal(ModalScreen[None]):
     """Every binding of the console, from the screens' own binding lists."""
 
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    BINDINGS = [bind("help.close", "close", "Close")]
 
     def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
         super().__init__()
@@ -105,26 +110,107 @@ class HelpModal(ModalScreen[None]):
 
 
 class QuarantineModal(ModalScreen[None]):
-    """Messages that could not be parsed, with their error (`supportdesk quarantine` acts on them)."""
+    """Mail intake could not file, with its error; retry or release it here (the CLI's same services)."""
 
-    BINDINGS = [Binding("escape,q", "close", "Close")]
+    BINDINGS = [
+        bind("quarantine.retry", "retry", "Retry filing"),
+        bind("quarantine.release", "release", "Release as a ticket"),
+        bind("quarantine.down", "move(1)", "Down", show=False),
+        bind("quarantine.up", "move(-1)", "Up", show=False),
+        bind("quarantine.close", "close", "Close"),
+    ]
 
-    def __init__(self, rows) -> None:
+    def __init__(self, rows=None) -> None:
         super().__init__()
         self.rows = rows
 
     def compose(self) -> ComposeResult:
-        text = Text()
-        if not self.rows:
-            text.append("Nothing in quarantine.", style="dim")
-        for raw_id, when, mailbox, error in self.rows:
-            text.append(f"#{raw_id} ", style="bold")
-            text.append(f"{when:%Y-%m-%d %H:%M} {clean_line(mailbox)}\n", style="dim")
-            text.append(f"  {clean_line(error)}\n", style="red")
-        text.append("\nsupportdesk quarantine show|retry|release ID", style="dim italic")
-        with VerticalScroll(classes="dialog help"):
+        with Vertical(classes="dialog help"):
             yield Label(Text("Quarantine", style="bold"))
-            yield Static(text)
+            yield OptionList(id="quarantined")
+            yield Static(Text("R retry · L release as a ticket · esc close", style="dim italic"), id="quarantine-keys")
+
+    def on_mount(self) -> None:
+        keys = Text(f"{self.app.key_for('quarantine.retry')} retry · {self.app.key_for('quarantine.release')} "
+                    f"release as a ticket · {self.app.key_for('quarantine.close')} close", style="dim italic")
+        self.query_one("#quarantine-keys", Static).update(keys)
+        if self.rows is not None:
+            self.show(self.rows)
+        else:
+            self.load()
+
+    @work(thread=True, exclusive=True, group="quarantine")
+    def load(self) -> None:
+        from supportdesk.tui.data import quarantined
+
+        rows = quarantined(self.app.database)
+        self.app.call_from_thread(self.show, rows)
+
+    def show(self, rows) -> None:
+        self.rows = rows
+        options = self.query_one(OptionList)
+        keep = options.highlighted
+        items = []
+        for raw_id, when, mailbox, error in rows:
+            text = Text(f"#{raw_id} ", style="bold")
+            text.append(f"{when:%Y-%m-%d %H:%M} {clean_line(mailbox)}\n", style="dim")
+            text.append(f"  {clean_line(error)}", style="red")
+            items.append(Option(text, id=str(raw_id)))
+        options.set_options(items or [Option(Text("Nothing in quarantine.", style="dim"), disabled=True)])
+        if items:
+            options.highlighted = min(keep or 0, len(items) - 1)
+        options.focus()
+
+    def current(self) -> int | None:
+        options = self.query_one(OptionList)
+        if not self.rows or options.highlighted is None:
+            return None
+        option = options.get_option_at_index(options.highlighted)
+        return int(option.id) if option.id else None
+
+    def action_move(self, delta: int) -> None:
+        options = self.query_one(OptionList)
+        options.action_cursor_down() if delta > 0 else options.action_cursor_up()
+
+    def action_retry(self) -> None:
+        raw_id = self.current()
+        if raw_id is not None:
+            self.act("retry", raw_id)
+
+    def action_release(self) -> None:
+        raw_id = self.current()
+        if raw_id is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.act("release", raw_id)
+
+        self.app.push_screen(ConfirmModal(f"Release quarantined message #{raw_id} as a new ticket?"), answered)
+
+    @work(thread=True, group="quarantine-write")
+    def act(self, what: str, raw_id: int) -> None:
+        from supportdesk.db import DatabaseError
+        from supportdesk.mail.intake import release_quarantined, retry_quarantined
+        from supportdesk.tickets import ServiceError, resolve_actor
+
+        app = self.app
+        try:
+            if what == "retry":
+                report = retry_quarantined(app.database, app.settings, [raw_id])
+                filed = report.created + report.appended
+                message = (f"#{raw_id} filed into ticket #{filed[0]}" if filed
+                           else f"#{raw_id} is still quarantined")
+                severity = "information" if filed else "warning"
+            else:
+                with app.database.read() as session:
+                    actor = resolve_actor(session, app.login)
+                created = release_quarantined(app.database, app.settings, [raw_id], actor)
+                message, severity = f"#{raw_id} released as ticket #{created[0]}", "information"
+        except (ServiceError, DatabaseError) as exc:
+            message, severity = str(exc), "error"
+        app.call_from_thread(self.notify, message, severity=severity, markup=False)
+        self.load()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -7,14 +7,14 @@ import time
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
 from supportdesk.query import QueryError
 from supportdesk.text import clean_line
-from supportdesk.tui.data import Pager, View, all_views, check_query, quarantined, view_count
+from supportdesk.tui.bindings import bind
+from supportdesk.tui.data import Pager, View, all_views, check_query, view_count
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
 from supportdesk.tui.screens.modals import QuarantineModal
 from supportdesk.tui.widgets.sidebar import Sidebar
@@ -24,16 +24,17 @@ from supportdesk.tui.widgets.ticket_table import TableHeader, TicketTable
 
 class QueueScreen(TicketActions, Screen):
     BINDINGS = [
-        Binding("q", "app.quit", "Quit"),
-        Binding("escape", "back", "Close search · clear selection", show=False),
-        Binding("slash", "search", "Search"),
-        Binding("r", "compose('reply')", "Reply to the current ticket", show=False),
-        Binding("n", "compose('note')", "Internal note on the current ticket", show=False),
-        Binding("tab", "app.focus_next", "Views ↔ tickets", show=False),
+        bind("queue.quit", "app.quit", "Quit"),
+        bind("queue.back", "back", "Close search · clear selection", show=False),
+        bind("queue.search", "search", "Search"),
+        bind("queue.reply", "compose('reply')", "Reply to the current ticket", show=False),
+        bind("queue.note", "compose('note')", "Internal note on the current ticket", show=False),
+        bind("queue.focus_next", "app.focus_next", "Views ↔ tickets", show=False),
         *ACTION_BINDINGS,
     ]
 
     COUNTS_EVERY = 2.0
+    AUTO_FOCUS = "TicketTable"
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,7 +57,7 @@ class QueueScreen(TicketActions, Screen):
 
     def on_mount(self) -> None:
         with self.app.database.read() as session:
-            views = all_views(session, self.app.settings)
+            views = all_views(session, self.app.settings, self.app.queue_ids)
         sidebar = self.query_one(Sidebar)
         sidebar.set_views(views)
         start = next(i for i, v in enumerate(views) if v.name == "All" and v.kind == "builtin")
@@ -75,7 +76,7 @@ class QueueScreen(TicketActions, Screen):
 
     def show_view(self, view: View) -> bool:
         if view.kind == "quarantine":
-            self.app.push_screen(QuarantineModal(quarantined(self.app.database)))
+            self.app.push_screen(QuarantineModal())
             return False
         return self.show_query(view.query, view)
 
@@ -140,6 +141,12 @@ class QueueScreen(TicketActions, Screen):
     @on(TicketTable.Opened)
     def open_ticket(self, event: TicketTable.Opened) -> None:
         self.app.open_ticket(event.row.id)
+
+    @on(TicketTable.Loaded)
+    def focus_loaded_table(self) -> None:
+        """While it reads, `loading` makes the table unfocusable, so a search's focus fell nowhere."""
+        if self.focused is None:
+            self.table.focus()
 
     def action_compose(self, kind: str) -> None:
         row = self.table.current_row()

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
 
+from supportdesk.presence import Seen, describe
 from supportdesk.text import clean_line, clean_text
-from supportdesk.tickets import NotFoundError
-from supportdesk.tui.data import TicketView, load_ticket, split_quote, ticket_version
+from supportdesk.tickets import ForbiddenError, NotFoundError
+from supportdesk.tui.bindings import bind
+from supportdesk.tui.data import (
+    TicketView, load_ticket, safe_filename, save_attachment, split_quote, ticket_presence, ticket_version,
+)
+from supportdesk.tui.screens.modals import ChoiceModal, InputModal
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
 from supportdesk.tui.widgets.status_bar import StatusBar
+
+PRESENCE_RECHECK = 20.0  # seconds: someone else's stale presence fades without a commit to wake us
 
 KIND_LABEL = {"inbound": "◀ from", "outbound": "▶ reply", "note": "✎ note", "system": "⚙ system",
               "call": "☎ call", "chat": "💬 chat", "social": "◆ social"}
@@ -61,6 +71,7 @@ def side_text(view: TicketView) -> Text:
         text.append(f"snoozed until {d['snoozed_until'][:16]}\n", style="yellow")
     if d["sla"]["breached"]:
         text.append("SLA breached: " + ", ".join(d["sla"]["breached"]) + "\n", style="bold red")
+    text.append(sla_targets_text(view.sla_targets))
     text.append("\nOther tickets\n", style="bold underline")
     if not view.other_tickets:
         text.append("none\n", style="dim")
@@ -78,15 +89,31 @@ def side_text(view: TicketView) -> Text:
     return text
 
 
+SLA_STYLE = {"breached": "bold red", "running": "", "paused": "yellow", "met": "green", "stopped": "dim"}
+
+
+def sla_targets_text(targets: list[dict]) -> Text:
+    """One line per SLA target: its state, and the due/met/breach instant that goes with it."""
+    text = Text()
+    for t in targets:
+        when = {"met": t["met_at"], "breached": t["breached_at"]}.get(t["state"], t["due"])
+        line = f"{t['target'].replace('_', ' '):<15}{t['state']:<9}{(when or '')[5:16].replace('T', ' ')}".rstrip()
+        if t["state"] != "running":  # a running target's time left is the countdown
+            line += f" ({t['used_minutes']:g}/{t['target_minutes']:g} min)"
+        text.append(line + "\n", style=SLA_STYLE.get(t["state"], ""))
+    return text
+
+
 class TicketScreen(TicketActions, Screen):
     BINDINGS = [
-        Binding("escape,q", "app.pop_screen", "Back"),
-        Binding("r", "compose('reply')", "Reply"),
-        Binding("n", "compose('note')", "Note"),
-        Binding("o", "unfold", "Fold/unfold quotes"),
-        Binding("j,down", "scroll(1)", "Scroll", show=False),
-        Binding("k,up", "scroll(-1)", "Scroll", show=False),
-        Binding("tab", "app.focus_next", "Thread ↔ customer panel", show=False),
+        bind("ticket.back", "app.pop_screen", "Back"),
+        bind("ticket.reply", "compose('reply')", "Reply"),
+        bind("ticket.note", "compose('note')", "Note"),
+        bind("ticket.unfold", "unfold", "Fold/unfold quotes"),
+        bind("ticket.down", "scroll(1)", "Scroll", show=False),
+        bind("ticket.up", "scroll(-1)", "Scroll", show=False),
+        bind("ticket.focus_next", "app.focus_next", "Thread ↔ customer panel", show=False),
+        bind("ticket.save_attachment", "save_attachment", "Save an attachment to a file", show=False),
         *ACTION_BINDINGS,
     ]
 
@@ -94,10 +121,12 @@ class TicketScreen(TicketActions, Screen):
         super().__init__()
         self.ticket_id = ticket_id
         self.view: TicketView | None = None
+        self.seen: list[Seen] = []
         self.unfold = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="ticket-title")
+        yield Static("", id="presence")
         with Horizontal():
             yield VerticalScroll(id="thread")
             yield VerticalScroll(Static("", id="side-text"), id="side")
@@ -105,17 +134,51 @@ class TicketScreen(TicketActions, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#presence", Static).display = False
         self.load()
         self.query_one("#thread").focus()
         self.query_one(StatusBar).update(health=self.app.health_cache, query=f"ticket #{self.ticket_id}")
+        self.app.claim_presence(self, self.ticket_id, "viewing")
+        self.set_interval(PRESENCE_RECHECK, self.refresh_if_changed)
 
+    def on_unmount(self) -> None:
+        self.app.release_presence(self)
+
+    @work(thread=True, exclusive=True, group="ticket-load")
     def load(self, keep_scroll: bool = False) -> None:
+        """Read the ticket and who else is on it off the event loop, then draw."""
+        worker = get_current_worker()
         try:
-            self.view = load_ticket(self.app.database, self.ticket_id)
-        except NotFoundError as exc:
-            self.notify(str(exc), severity="error", markup=False)
-            self.app.pop_screen()
+            view = load_ticket(self.app.database, self.ticket_id, self.app.now(), self.app.queue_ids)
+            seen = ticket_presence(self.app.database, self.app.login, self.ticket_id, self.app.now())
+        except (NotFoundError, ForbiddenError) as exc:
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self._gone, str(exc))
             return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self.show, view, seen, keep_scroll)
+
+    def _gone(self, problem: str) -> None:
+        self.notify(problem, severity="error", markup=False)
+        if self.is_current:
+            self.app.pop_screen()
+
+    def show(self, view: TicketView, seen: list[Seen] | None = None, keep_scroll: bool = False) -> None:
+        if not self.is_attached:
+            return
+        self.view = view
+        if seen is not None:
+            self.show_presence(seen)
+        self.draw(keep_scroll)
+
+    def show_presence(self, seen: list[Seen]) -> None:
+        self.seen = seen
+        line = self.query_one("#presence", Static)
+        line.display = bool(seen)
+        line.update(Text("👁 " + clean_line(describe(seen)), style="bold yellow" if any(
+            s.activity == "replying" for s in seen) else "yellow"))
+
+    def draw(self, keep_scroll: bool = False) -> None:
         d = self.view.detail
         title = Text(f"#{d['id']} ", style="bold")
         title.append(clean_line(d["subject"]) or "(no subject)", style="bold")
@@ -139,7 +202,8 @@ class TicketScreen(TicketActions, Screen):
 
     def action_unfold(self) -> None:
         self.unfold = not self.unfold
-        self.load(keep_scroll=True)
+        if self.view is not None:
+            self.draw(keep_scroll=True)
 
     def action_scroll(self, delta: int) -> None:
         thread = self.query_one("#thread", VerticalScroll)
@@ -147,6 +211,56 @@ class TicketScreen(TicketActions, Screen):
 
     def action_compose(self, kind: str) -> None:
         self.app.open_compose(self.ticket_id, kind)
+
+    def attachments(self) -> list[dict]:
+        if self.view is None:
+            return []
+        return [dict(a, message_id=m["id"]) for m in self.view.detail["messages"] for a in m.get("attachments") or []]
+
+    def action_save_attachment(self) -> None:
+        """Pick an attachment (when there are several), then a path: the default is its name in the current folder."""
+        found = self.attachments()
+        if not found:
+            self.notify("This ticket has no attachments", severity="warning", markup=False)
+            return
+        if len(found) == 1:
+            self.ask_path(found[0])
+            return
+        labels = [f"{clean_line(a['filename'])} ({a['size']:,} bytes)" for a in found]
+
+        def chosen(label: str | None) -> None:
+            if label is not None:
+                self.ask_path(found[labels.index(label)])
+
+        self.app.push_screen(ChoiceModal("Save which attachment?", labels), chosen)
+
+    def ask_path(self, attachment: dict) -> None:
+        default = str(Path.cwd() / safe_filename(attachment["filename"]))
+
+        def check(value: str) -> None:
+            path = Path(value.strip()).expanduser()
+            if not value.strip():
+                raise ValueError("give a path")
+            if path.exists():
+                raise ValueError(f"{path} already exists (not overwritten)")
+            if not path.parent.is_dir():
+                raise ValueError(f"{path.parent} does not exist")
+
+        def entered(value: str | None) -> None:
+            if value:
+                self.write_attachment(attachment["id"], Path(value.strip()))
+
+        title = f"Save {clean_line(attachment['filename'])} to"
+        self.app.push_screen(InputModal(title, "path", check, value=default), entered)
+
+    @work(thread=True, group="write")
+    def write_attachment(self, attachment_id: int, path: Path) -> None:
+        try:
+            size = save_attachment(self.app.database, attachment_id, path)
+        except ValueError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8, markup=False)
+            return
+        self.app.call_from_thread(self.notify, f"Saved {size:,} bytes to {path.expanduser()}", markup=False)
 
     def targets(self) -> dict[int, int]:
         return {self.ticket_id: self.version} if self.view else {}
@@ -156,9 +270,30 @@ class TicketScreen(TicketActions, Screen):
 
     def on_screen_resume(self) -> None:
         if self.view is not None:
-            self.data_changed()
+            self.load(keep_scroll=True)
 
     def data_changed(self) -> None:
-        """Reload only when this ticket moved on, and say so."""
-        if ticket_version(self.app.database, self.ticket_id) != self.version:
-            self.load(keep_scroll=True)
+        self.refresh_if_changed()
+
+    @work(thread=True, exclusive=True, group="ticket-check")
+    def refresh_if_changed(self) -> None:
+        """Re-read who else is here; reload the ticket only when it moved on."""
+        worker = get_current_worker()
+        try:
+            seen = ticket_presence(self.app.database, self.app.login, self.ticket_id, self.app.now())
+            version = ticket_version(self.app.database, self.ticket_id)
+            view = None
+            if version != self.version and self.view is not None:
+                view = load_ticket(self.app.database, self.ticket_id, self.app.now(), self.app.queue_ids)
+        except (NotFoundError, ForbiddenError):
+            return
+        if worker.is_cancelled:
+            return
+        if view is not None:
+            self.app.call_from_thread(self.show, view, seen, True)
+        elif seen != self.seen:
+            self.app.call_from_thread(self._presence_only, seen)
+
+    def _presence_only(self, seen: list[Seen]) -> None:
+        if self.is_attached:
+            self.show_presence(seen)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
-from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from supportdesk.text import clean_line
+from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import View
 
 
@@ -23,7 +23,8 @@ def label(view: View, n: int | None, width: int) -> Text:
 class Sidebar(OptionList):
     """Views as options; the count column is refreshed from a worker."""
 
-    BINDINGS = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
+    BINDINGS = [bind("sidebar.down", "cursor_down", "Down", show=False),
+                bind("sidebar.up", "cursor_up", "Up", show=False)]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

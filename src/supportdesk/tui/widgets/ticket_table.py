@@ -5,18 +5,22 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from rich.cells import set_cell_size
+from sqlalchemy.exc import SQLAlchemyError
 from rich.segment import Segment
 from rich.style import Style
-from textual.binding import Binding
+from textual import work
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
+from textual.worker import get_current_worker
 
+from supportdesk.db import DatabaseError
 from supportdesk.text import clean_line
-from supportdesk.tui.data import Pager, Row, age, sla_countdown
+from supportdesk.tui.bindings import bind
+from supportdesk.tui.data import PAGE, Pager, Row, age, sla_countdown
 
 STATUS_SHORT = {"new": "new", "open": "open", "pending": "pend", "on_hold": "hold", "solved": "solv", "closed": "clsd"}
 PRIORITY_SHORT = {"low": "low", "normal": "norm", "high": "high", "urgent": "URG"}
@@ -54,16 +58,19 @@ class TicketTable(ScrollView, can_focus=True):
 
     COMPONENT_CLASSES = {"ticket-table--cursor", "ticket-table--selected"}
     BINDINGS = [
-        Binding("j,down", "cursor(1)", "Down", show=False),
-        Binding("k,up", "cursor(-1)", "Up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("home,g", "jump(0)", "First", show=False),
-        Binding("end,G", "jump(-1)", "Last", show=False),
-        Binding("space", "toggle_select", "Select", show=True),
-        Binding("enter", "open", "Open", show=True),
+        bind("table.down", "cursor(1)", "Down", show=False),
+        bind("table.up", "cursor(-1)", "Up", show=False),
+        bind("table.page_down", "page(1)", "Page down", show=False),
+        bind("table.page_up", "page(-1)", "Page up", show=False),
+        bind("table.first", "jump(0)", "First", show=False),
+        bind("table.last", "jump(-1)", "Last", show=False),
+        bind("table.select", "toggle_select", "Select", show=True),
+        bind("table.open", "open", "Open", show=True),
     ]
     cursor = reactive(0, repaint=True)
+
+    class Loaded(Message):
+        """A count and the rows in sight arrived from the database."""
 
     class Opened(Message):
         def __init__(self, row: Row) -> None:
@@ -75,34 +82,78 @@ class TicketTable(ScrollView, can_focus=True):
         self.pager = pager
         self.selected: dict[int, int] = {}
         self.now = datetime.now(timezone.utc)
+        self._requested: set[int] = set()
+        self.loading = False
 
     def set_pager(self, pager: Pager) -> None:
+        """Show another query; its count and first page are read in a worker (the table is empty until then)."""
         self.pager = pager
         self.selected.clear()
-        pager.reload()
         self.cursor = 0
         self.scroll_to(y=0, animate=False)
-        self._resize()
+        self._requested.clear()
+        self.loading = True
+        self._snapshot(pager, 0, max(self.size.height, 1))
 
     def reload(self) -> None:
-        """Re-read after a change elsewhere: recount, forget pages, keep the cursor on its ticket if in sight."""
+        """Re-read after a change elsewhere: recount, refetch what is in sight, keep the cursor on its ticket."""
         if self.pager is None:
             return
+        top = int(self.scroll_offset.y)
+        self._snapshot(self.pager, max(0, top - 5), top + self.size.height + 5)
+
+    @work(thread=True, exclusive=True, group="table-snapshot")
+    def _snapshot(self, pager: Pager, first: int, last: int) -> None:
+        worker = get_current_worker()
+        try:
+            total, pages, where = pager.snapshot(first, last)
+        except (DatabaseError, SQLAlchemyError) as exc:
+            self.app.call_from_thread(self.notify, f"cannot read tickets: {exc}", severity="error", markup=False)
+            return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._install, pager, total, pages, where, first, last)
+
+    def _install(self, pager: Pager, total: int, pages: dict, where, first: int, last: int) -> None:
+        if pager is not self.pager:
+            return
         current = self.current_row()
-        self.pager.reload()
+        pager.install(total, pages, where)
+        self._requested.clear()
+        self.loading = False
         self._resize()
         if current is not None:
-            top = int(self.scroll_offset.y)
-            for index in range(max(0, top - 5), min(self.pager.total, top + self.size.height + 5)):
-                row = self.pager.row(index)
+            for index in range(first, min(total, last + 1)):
+                row = pager.cached(index)
                 if row and row.id == current.id:
                     self.cursor = index
                     break
-        self.cursor = min(self.cursor, max(0, self.pager.total - 1))
+        self.cursor = min(self.cursor, max(0, total - 1))
         self.tick()
+        self.post_message(self.Loaded())
+
+    def _request_page(self, number: int) -> None:
+        """A row on screen is not loaded yet: fetch its page in a worker and draw it when it comes."""
+        if self.pager is None or number in self._requested:
+            return
+        self._requested.add(number)
+        pager, generation = self.pager, self.pager.generation
+
+        def fetch() -> None:
+            try:
+                rows = pager.fetch(number)
+            except (DatabaseError, SQLAlchemyError):
+                rows = []  # drawn as empty; the next change or reload reads it again
+            self.app.call_from_thread(self._got_page, pager, generation, number, rows)
+
+        self.run_worker(fetch, thread=True, group="table-page")
+
+    def _got_page(self, pager: Pager, generation: int, number: int, rows: list[Row]) -> None:
+        if pager is self.pager and generation == pager.generation:
+            pager.pages[number] = rows
+            self.refresh()
 
     def tick(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = self.app.now() if hasattr(self.app, "now") else datetime.now(timezone.utc)
         self.refresh()
 
     def _resize(self) -> None:
@@ -114,7 +165,7 @@ class TicketTable(ScrollView, can_focus=True):
         self._resize()
 
     def current_row(self) -> Row | None:
-        return self.pager.row(self.cursor) if self.pager else None
+        return self.pager.cached(self.cursor) if self.pager else None
 
     def targets(self) -> dict[int, int]:
         """id → version of the selection, or of the row under the cursor."""
@@ -174,8 +225,9 @@ class TicketTable(ScrollView, can_focus=True):
         base = self.rich_style
         if self.pager is None or index >= self.pager.total:
             return Strip.blank(width, base)
-        row = self.pager.row(index)
+        row = self.pager.cached(index)
         if row is None:
+            self._request_page(index // PAGE)
             return Strip([Segment(set_cell_size("…", width), base)])
         style = base
         if row.id in self.selected:
