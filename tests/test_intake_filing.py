@@ -323,3 +323,33 @@ def test_large_base64_bodies_parse_the_same_with_the_shortcut():
     cut = _Parser(bytes(plain))
     cut.run()
     assert cut.big and cut.big_used == set(cut.big)  # the shortcut was taken
+
+
+def test_a_batch_failing_after_it_let_go_of_large_attachments_files_them_whole(database, monkeypatch):
+    """The batch path lets go of attachment bytes over 1 MB once written; if the batch then
+    fails, the message-by-message path parses those messages again from the raw bytes."""
+    import hashlib
+    import os
+
+    from supportdesk.models import AttachmentBlob
+
+    real = filing.file_new_tickets
+    released = []
+
+    def fails_late(session, settings_, items, *args):
+        real(session, settings_, items, *args)
+        released.extend(item.released for item in items)
+        raise RuntimeError("failed after the attachments were written")
+
+    monkeypatch.setattr(intake, "file_new_tickets", fails_late)
+    big, small = os.urandom(1_500_000), b"\x00\x01" * 500
+    store(database, [mail(subject="big", sender="b@acme.test", attachment=big),
+                     mail(subject="small", sender="s@acme.test", attachment=small)])
+    report = process_pending(database, settings())
+    assert released == [True, False]
+    assert len(report.created) == 2 and not report.quarantined
+    with database.read() as session:
+        stored = dict(session.execute(sa.select(Attachment.size, AttachmentBlob.data).join(
+            AttachmentBlob, AttachmentBlob.sha256 == Attachment.sha256)).all())
+    assert hashlib.sha256(stored[len(big)]).digest() == hashlib.sha256(big).digest()
+    assert stored[len(small)] == small

@@ -278,14 +278,15 @@ print(status("VmHWM:") - before)
 
 
 @pytest.mark.integration
-def test_filing_a_25_mb_attachment_takes_at_most_four_times_its_size_in_memory(db_path, database):
+def test_filing_a_25_mb_attachment_takes_at_most_three_times_its_size_in_memory(db_path, database):
     """Parse, thread and file (attachment stored) one stored message with a 25 MB attachment,
     in a process of its own: its peak memory above what it held before.
 
-    Measured ~3.7×: the raw message (34 MB, base64), the decoded attachment (25 MB) and
-    SQLite's page cache filling up (at most 32 MB, whatever the message size).  It was
-    ~12× before large bodies bypassed the email package and blobs went through
-    incremental I/O."""
+    Measured ~2.8×, while parsing: the raw message (34 MB, base64) and the decoded attachment
+    (25 MB).  The attachment's bytes are let go once stored, before the raw row is marked
+    processed (SQLite rewrites the row: twice its size for a moment); with both at once it
+    was ~3.7×, and ~12× before large bodies bypassed the email package and blobs went
+    through incremental I/O."""
     import hashlib
 
     from supportdesk.mail.intake import store_raw
@@ -307,8 +308,164 @@ def test_filing_a_25_mb_attachment_takes_at_most_four_times_its_size_in_memory(d
     probe = subprocess.run([sys.executable, "-c", PROBE, str(db_path)], capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
     extra = int(probe.stdout.split()[-1])
-    assert extra <= 4 * size, f"{extra / size:.2f}× the attachment's size ({extra >> 20} MB)"
+    assert extra <= 3 * size, f"{extra / size:.2f}× the attachment's size ({extra >> 20} MB)"
     with database.read() as session:
         stored = session.execute(sa.select(AttachmentBlob.data, Attachment.size).join(
             Attachment, Attachment.sha256 == AttachmentBlob.sha256).where(Attachment.size == size)).one()
     assert hashlib.sha256(stored.data).digest() == hashlib.sha256(payload).digest()
+
+
+def big_mail(subject: str, payload: bytes) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Big Sender <big@acme.test>"
+    msg["To"] = SUPPORT
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="acme.test")
+    msg.set_content("See the attachment.")
+    msg.add_attachment(payload, maintype="application", subtype="octet-stream", filename="data.bin")
+    return bytes(msg).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # as IMAP serves it
+
+
+def sized_mail(subject: str, size: int) -> bytes:
+    """A plain message of exactly `size` bytes (CRLF, as IMAP serves it)."""
+    head = (f"From: Pad <pad@acme.test>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n"
+            f"Message-ID: {make_msgid(domain='acme.test')}\r\n\r\n").encode()
+    lines, rest = divmod(size - len(head), 72)
+    if rest == 1:
+        lines, rest = lines - 1, rest + 72
+    raw = head + (b"x" * 70 + b"\r\n") * lines + (b"y" * (rest - 2) + b"\r\n" if rest else b"")
+    assert len(raw) == size
+    return raw
+
+
+def server_digests(account) -> dict[int, str]:
+    """SHA-256 of each message as the server sends it whole (BODY.PEEK[])."""
+    import hashlib
+
+    with IMAPClient(account.host, port=account.port, ssl=False) as client:
+        client.login(account.user, account.password)
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search("ALL")
+        return {uid: hashlib.sha256(client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]).hexdigest() for uid in uids}
+
+
+@pytest.mark.integration
+def test_large_messages_are_fetched_in_pieces_byte_for_byte(database, dovecot_server, imap_account, monkeypatch):
+    """Above STREAM_ABOVE a message comes in BODY.PEEK[]<offset.PIECE> partials through a
+    spool file; stored, it is byte for byte what a whole FETCH returns — whatever its size
+    relative to PIECE — and small messages in the same batch keep their order."""
+    from supportdesk.config import MailboxConfig, Secret, Settings, TicketsConfig
+    from supportdesk.mail import imap
+
+    monkeypatch.setattr(imap, "STREAM_ABOVE", 20_000)
+    monkeypatch.setattr(imap, "PIECE", 8192)
+    pieces: list[str] = []
+    real_fetch = IMAPClient.fetch
+
+    def counting_fetch(self, messages, data, modifiers=None):
+        pieces.extend(d for d in data if "<" in d)
+        return real_fetch(self, messages, data, modifiers)
+
+    monkeypatch.setattr(IMAPClient, "fetch", counting_fetch)
+    exact = sized_mail("exact", 5 * 8192)  # ends exactly where a piece does
+    messages = [mail(1), big_mail("one", os.urandom(30_000)), mail(2), exact, big_mail("big", os.urandom(200_000)),
+                mail(3)]
+    dovecot_server.deliver(imap_account, messages)
+    box = MailboxConfig(name="support", address=SUPPORT, imap_host="127.0.0.1", imap_port=imap_account.port,
+                        imap_security="none", imap_user=imap_account.user,
+                        imap_password=Secret(None, "imap_password", plain=imap_account.password))
+    settings = Settings(mailboxes=[box], tickets=TicketsConfig(autoreply=False))
+    result = imap.fetch_once(database, settings, box)
+    assert result.fetched == 6 and len(result.report.created) == 6
+    assert len(pieces) >= 2 + 5 + 25, pieces
+    expected = server_digests(imap_account)
+    with database.read() as session:
+        rows = session.execute(sa.select(RawMessage.uid, RawMessage.content_sha256, RawMessage.raw)
+                               .order_by(RawMessage.id)).all()
+    assert [r.uid for r in rows] == sorted(expected)
+    import hashlib
+
+    for row in rows:
+        assert row.content_sha256 == expected[row.uid] == hashlib.sha256(row.raw).hexdigest(), row.uid
+    with database.read() as session:
+        subjects = session.execute(sa.select(Ticket.subject).order_by(Ticket.id)).scalars().all()
+    assert subjects == ["scale test 1", "one", "scale test 2", "exact", "big", "scale test 3"]
+
+
+@pytest.mark.integration
+def test_a_connection_lost_in_the_middle_of_a_large_message_stores_none_of_it(
+        tmp_path, db_path, database, dovecot_server, imap_account):
+    """The spooled message is in the database complete or not at all: the raw row appears
+    with its (mailbox, UIDVALIDITY, UID) only in the transaction that writes all of it."""
+    payload = os.urandom(6 << 20)
+    dovecot_server.deliver(imap_account, [mail(0), big_mail("large", payload)])
+    proxy = CuttingProxy(imap_account.port, after=3 << 20)
+    try:
+        config = write_config(tmp_path / "config.toml", imap_account, autoreply=False, port=proxy.port)
+        env = dict(os.environ, SUPPORTDESK_CONFIG=str(config), SUPPORTDESK_DB=str(db_path), SD_IMAP_PW="secret")
+        cut = subprocess.run([EXE, "fetch", "--once"], env=env, capture_output=True, text=True, timeout=120)
+        assert cut.returncode == 1 and "connection" in cut.stderr, cut.stdout + cut.stderr
+        assert counts(database)["raw"] == 0
+        assert not [p for p in db_path.parent.iterdir() if "supportdesk-raw" in p.name]
+        again = subprocess.run([EXE, "fetch", "--once"], env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+    finally:
+        proxy.close()
+    expected = server_digests(imap_account)
+    with database.read() as session:
+        rows = session.execute(sa.select(RawMessage.uid, RawMessage.content_sha256, RawMessage.state)).all()
+    assert {r.uid: r.content_sha256 for r in rows} == expected
+    assert all(r.state == "processed" for r in rows)
+    assert counts(database)["tickets"] == 2
+
+
+PEAK_OF_CHILD = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+sys.stderr.buffer.write(done.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
+def peak_rss_of(command: list[str], env: dict) -> int:
+    """The peak resident size (VmHWM) of a process run to its end, in bytes.  Started from a
+    small helper: a child's ru_maxrss starts at its parent's size when forked (pytest's)."""
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, *command], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1]) * 1024
+
+
+@pytest.mark.integration
+def test_fetching_and_filing_a_25_mb_attachment_takes_at_most_three_times_its_size_in_memory(
+        tmp_path, db_path, database, dovecot_server, imap_account):
+    """A whole `supportdesk fetch --once` process fetching, storing and filing one message
+    with a 25 MB attachment (34 MB as sent): its peak memory above that of the same command
+    filing one small message (74 MB here).  Measured ~2.9×, with three peaks of about the
+    same height: storing (SQLite materialises the zeroblob of a column that is not the row's
+    last, twice the message), parsing (raw message and decoded attachment) — and no longer
+    the FETCH, which comes in partials through a spool file, nor marking the raw row
+    processed (see the filing test).  It was ~4.1× measured this way (whole FETCH, then the
+    row rewrite on top of the decoded attachment)."""
+    import hashlib
+
+    from supportdesk.models import Attachment, AttachmentBlob
+
+    if not hasattr(os, "wait4"):
+        pytest.skip("needs wait4 to read a child's peak memory")
+    size = 25 << 20
+    payload = os.urandom(size)
+    config = write_config(tmp_path / "config.toml", imap_account, autoreply=True)
+    env = dict(os.environ, SUPPORTDESK_CONFIG=str(config), SUPPORTDESK_DB=str(db_path), SD_IMAP_PW="secret")
+    dovecot_server.deliver(imap_account, [big_mail("warm-up", b"tiny")])
+    baseline = peak_rss_of([EXE, "fetch", "--once"], env)
+    dovecot_server.deliver(imap_account, [big_mail("big attachment", payload)])
+    peak = peak_rss_of([EXE, "fetch", "--once"], env)
+    extra = peak - baseline
+    assert extra <= 3 * size, f"{extra / size:.2f}× the attachment's size ({extra >> 20} MB above {baseline >> 20} MB)"
+    with database.read() as session:
+        stored = session.execute(sa.select(AttachmentBlob.data).join(
+            Attachment, Attachment.sha256 == AttachmentBlob.sha256).where(Attachment.size == size)).scalar_one()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(payload).digest()
+    assert counts(database)["tickets"] == 2

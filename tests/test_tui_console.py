@@ -178,8 +178,10 @@ def test_no_attachments_is_a_one_line_warning(database, alice):
 def test_every_binding_has_an_id_from_the_keymap():
     from supportdesk.tui.screens.actions import ACTION_BINDINGS
 
+    from supportdesk.tui.screens.dashboard import DashboardScreen
+
     classes = [SupportDeskApp, QueueScreen, TicketScreen, ComposeScreen, TicketTable, Sidebar, ChoiceModal,
-               InputModal, ConfirmModal, HelpModal, QuarantineModal]
+               InputModal, ConfirmModal, HelpModal, QuarantineModal, DashboardScreen]
     seen = set()
     for cls in classes:
         for binding in cls.BINDINGS:
@@ -325,6 +327,7 @@ def gate(monkeypatch, target: str, name: str) -> threading.Event:
 def test_keys_work_while_a_ticket_is_still_loading(database, alice, monkeypatch):
     ticket_id = new_ticket(database, alice, subject="Slow one")
     opened = gate(monkeypatch, "supportdesk.tui.screens.ticket", "load_ticket")
+    monkeypatch.setattr(SupportDeskApp, "prefetch_ticket", lambda *a: None)  # no read-ahead: the screen loads
 
     async def scenario(app, pilot):
         await pilot.press("enter")
@@ -382,5 +385,32 @@ def test_table_pages_are_fetched_in_a_worker(database, alice, monkeypatch):
         await settle(app, pilot)
         assert table.current_row() is not None and table.current_row().subject == "T0"
         assert isinstance(table.pager, Pager) and 1 in table.pager.pages
+
+    run_with(database, scenario)
+
+
+def test_a_resting_cursor_reads_the_ticket_ahead_and_a_stale_read_is_replaced(database, alice, monkeypatch):
+    """Opening after the cursor rested draws the read-ahead at once; a change made after the
+    read-ahead still reaches the screen (it checks the version in a worker)."""
+    from supportdesk.tickets import Changes, resolve_actor, update_ticket
+
+    ticket_id = new_ticket(database, alice, subject="Read ahead")
+    loads = []
+    real_load = TicketScreen.load
+    monkeypatch.setattr(TicketScreen, "load", lambda self, *a, **k: (loads.append(a), real_load(self, *a, **k))[1])
+
+    async def scenario(app, pilot):
+        await settle(app, pilot)
+        await pilot.pause(TicketTable.REST_SECONDS + 0.2)
+        await settle(app, pilot)
+        ahead = app.take_prefetched(ticket_id)
+        assert ahead is not None and ahead.detail["subject"] == "Read ahead"
+        with database.write() as session:  # behind the console's back, before it notices
+            update_ticket(session, ticket_id, Changes(priority="urgent"), resolve_actor(session, "alice"))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, TicketScreen) and loads == []  # composed from the read-ahead, no load
+        assert app.screen.view.detail["priority"] == "urgent"
+        assert "urgent" in screen_text(app)
 
     run_with(database, scenario)

@@ -55,10 +55,13 @@ async def settle(pilot) -> None:
     for _ in range(100):
         await pilot.pause(0.05)
         busy = [w for w in pilot.app.workers if w.group != "watch" and not w.is_finished]
-        if not busy:
+        if not busy and pilot.app.focused is not None:
+            # The footer lists the focused widget's keys; it recomposes after a focus change.
+            await pilot.pause(0.1)
             await pilot.pause(0.1)
             return
-        await pilot.app.workers.wait_for_complete(busy)
+        if busy:
+            await pilot.app.workers.wait_for_complete(busy)
     raise AssertionError(f"workers still running: {busy}")
 
 

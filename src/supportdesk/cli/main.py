@@ -71,7 +71,7 @@ def main(
 
 
 def _register() -> None:
-    from supportdesk.cli import agents, daemon, db, mail, outbox, setup, sla, tickets
+    from supportdesk.cli import agents, daemon, db, mail, outbox, setup, sla, stats, tickets
 
     app.add_typer(tickets.app, name="tickets")
     app.add_typer(agents.app, name="agents")
@@ -81,6 +81,7 @@ def _register() -> None:
     mail.register(app)
     outbox.register(app)
     sla.register(app)
+    stats.register(app)
     daemon.register(app)
 
 

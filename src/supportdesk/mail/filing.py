@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
@@ -48,6 +48,25 @@ class Item:
     mailbox: str | None
     parsed: ParsedMessage | None
     """None when the parser failed (the per-message path parses again and quarantines)."""
+    released: bool = False
+    """Its large attachments were stored and their bytes let go (`release_large_attachments`):
+    filed again (the batch rolled back), it is parsed again from the raw message."""
+
+
+RELEASE_ABOVE = 1 << 20
+
+
+def release_large_attachments(items: Sequence[Item]) -> None:
+    """Let go of attachment bytes over RELEASE_ABOVE once they are written: marking a large raw
+    row processed makes SQLite rewrite the row (twice its size in memory for a moment), and
+    that should not come on top of the decoded attachment."""
+    for item in items:
+        parsed = item.parsed
+        if parsed is None or not any(len(a.data) > RELEASE_ABOVE for a in parsed.attachments):
+            continue
+        item.parsed = replace(parsed, attachments=[
+            replace(a, data=b"") if len(a.data) > RELEASE_ABOVE else a for a in parsed.attachments])
+        item.released = True
 
 
 def known_message_ids(session: Session, ids: Iterable[str]) -> set[str]:
@@ -127,6 +146,8 @@ def file_new_tickets(session: Session, settings: Settings, items: Sequence[Item]
     if rows:
         session.execute(Participant.__table__.insert(), rows)
     _attachments(session, [(m, i.parsed) for m, i in zip(message_ids, items) if i.parsed.attachments])
+    del p  # the last message's parse: released below
+    release_large_attachments(items)
     R = RawMessage.__table__
     session.execute(sa.update(R).where(R.c.id == sa.bindparam("raw_id")).values(state="processed", error=None)
                     .execution_options(synchronize_session=False),

@@ -22,8 +22,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from supportdesk.config import ConfigError, MailboxConfig, Settings
-from supportdesk.db import Database
-from supportdesk.mail.intake import IntakeReport, process_pending, store_raw_batch
+from supportdesk.db import Database, sqlite_path
+from supportdesk.mail.intake import IntakeReport, Spooled, process_pending, store_raw_batch
 from supportdesk.models import MailboxState, RawMessage, utcnow
 from supportdesk.text import clean_line
 
@@ -33,6 +33,10 @@ BATCH = 100
 IDLE_RENEW = 9 * 60
 POLL_INTERVAL = 60
 STORED_KEYWORD = "$SupportdeskStored"
+STREAM_ABOVE = 4 << 20
+"""Messages larger than this (RFC822.SIZE) are fetched in pieces into a spool file."""
+PIECE = 2 << 20
+"""Bytes per partial FETCH of such a message."""
 NETWORK_ERRORS = (IMAPClientError, OSError, socket.timeout, ssl.SSLError, EOFError)
 
 
@@ -138,24 +142,74 @@ def _fetch(database: Database, box: MailboxConfig, client: IMAPClient, report: I
         last_uid = state.last_uid
     # `UID n:*` always returns the highest UID, even below n: filter ourselves.
     uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+    # Large messages come in pieces into a spool file: a whole FETCH literal is held by
+    # imaplib and imapclient's parser at once, ~2–3× the message in this process.
+    large = set()
+    if uids:
+        large = {u for u in client.search(["UID", f"{last_uid + 1}:*", "LARGER", str(STREAM_ABOVE)]) if u > last_uid}
+    spool_dir = _spool_dir(database)
     fetched = 0
     for start in range(0, len(uids), BATCH):
         batch = uids[start:start + BATCH]
-        data = client.fetch(batch, ["BODY.PEEK[]"])
-        items = [(uid, data[uid][b"BODY[]"]) for uid in batch if b"BODY[]" in data.get(uid, {})]
-        with database.write() as session:
-            stored, duplicates = store_raw_batch(session, items, mailbox=box.name, uidvalidity=uidvalidity)
-            report.stored += stored
-            report.duplicates += duplicates
-            fetched += len(items)
-            state = session.get(MailboxState, box.name)
-            state.last_uid = max(batch)
-            state.last_fetch_at = utcnow()
-            state.stored_total += stored
+        whole = [uid for uid in batch if uid not in large]
+        data = client.fetch(whole, ["BODY.PEEK[]"]) if whole else {}
+        items: list[tuple[int, bytes | Spooled]] = []
+        try:
+            for uid in batch:
+                if uid in large:
+                    spooled = _fetch_in_pieces(client, uid, spool_dir)
+                    if spooled is not None:
+                        items.append((uid, spooled))
+                elif b"BODY[]" in data.get(uid, {}):
+                    items.append((uid, data[uid][b"BODY[]"]))
+            del data
+            with database.write() as session:
+                stored, duplicates = store_raw_batch(session, items, mailbox=box.name, uidvalidity=uidvalidity)
+                report.stored += stored
+                report.duplicates += duplicates
+                fetched += len(items)
+                state = session.get(MailboxState, box.name)
+                state.last_uid = max(batch)
+                state.last_fetch_at = utcnow()
+                state.stored_total += stored
+        finally:
+            for _, raw in items:
+                if isinstance(raw, Spooled):
+                    raw.close()
+            del items
         _after_store(client, box, batch)
     if box.processed_folder:
         _move_leftovers(database, client, box, uidvalidity, last_uid)
     return FetchResult(box.name, uidvalidity, fetched, report)
+
+
+def _spool_dir(database: Database) -> str | None:
+    """Spool files go beside an SQLite database (a /tmp on tmpfs would be memory again)."""
+    path = sqlite_path(database.url)
+    return str(path.parent) if path is not None and path.parent.is_dir() else None
+
+
+def _fetch_in_pieces(client: IMAPClient, uid: int, spool_dir: str | None) -> Spooled | None:
+    """One message as `BODY.PEEK[]<offset.PIECE>` partials appended to a spool file; None
+    when the server no longer has it (expunged meanwhile: nothing half is ever stored)."""
+    spooled = Spooled(spool_dir)
+    offset = 0
+    try:
+        while True:
+            response = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{PIECE}>"])
+            found = [value for key, value in response.get(uid, {}).items() if key.startswith(b"BODY[]")]
+            if not found:
+                spooled.close()
+                return None
+            piece = found[0] or b""
+            del response, found
+            spooled.write(piece)
+            offset += len(piece)
+            if len(piece) < PIECE:
+                return spooled
+    except BaseException:
+        spooled.close()
+        raise
 
 
 def _after_store(client: IMAPClient, box: MailboxConfig, uids: list[int]) -> None:

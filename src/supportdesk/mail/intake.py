@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,15 +108,57 @@ def store_raw(
     return row.id, True
 
 
+class Spooled:
+    """A message too large to hold in memory, written piece by piece to a temporary file
+    (`imap` fetches it in partials); its SHA-256 and first 64 KB are taken as it is written.
+    Nothing of it is in the database until `store_raw_batch` copies it there in one
+    transaction, so the raw row appears complete or not at all."""
+
+    HEAD = 65536
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.file = tempfile.TemporaryFile(prefix="supportdesk-raw-", dir=directory)
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        if len(self.head) < self.HEAD:
+            self.head += data[:self.HEAD - len(self.head)]
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        self.file.flush()
+        self.file.seek(0)
+        while chunk := self.file.read(size):
+            yield chunk
+
+    def read(self) -> bytes:
+        self.file.flush()
+        self.file.seek(0)
+        return self.file.read()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def store_raw_batch(
-    session: Session, items: Sequence[tuple[int, bytes]], *, mailbox: str, uidvalidity: int,
+    session: Session, items: Sequence[tuple[int, bytes | Spooled]], *, mailbox: str, uidvalidity: int,
 ) -> tuple[int, int]:
-    """`store_raw` for a batch of (uid, bytes) from one IMAP folder, in a few statements: (stored, duplicates)."""
+    """`store_raw` for a batch of (uid, bytes) from one IMAP folder, in a few statements: (stored, duplicates).
+    A message may come as a `Spooled` file: on SQLite it is copied into its row in pieces."""
     R = RawMessage.__table__.c
+    sqlite = session.get_bind().dialect.name == "sqlite"
     uids = [uid for uid, _ in items]
     known = set(session.execute(sa.select(R.uid).where(
         R.mailbox == mailbox, R.uidvalidity == uidvalidity, R.uid.in_(uids))).scalars())
-    digests = {uid: hashlib.sha256(raw).hexdigest() for uid, raw in items if uid not in known}
+    digests = {uid: raw.hash.hexdigest() if isinstance(raw, Spooled) else hashlib.sha256(raw).hexdigest()
+               for uid, raw in items if uid not in known}
     seen = set(session.execute(sa.select(R.content_sha256).where(
         R.mailbox == mailbox, R.content_sha256.in_(list(digests.values())))).scalars()) if digests else set()
     now = utcnow()
@@ -125,10 +168,13 @@ def store_raw_batch(
         if digest is None or digest in seen:
             continue
         seen.add(digest)
+        head = raw.head if isinstance(raw, Spooled) else raw
+        if isinstance(raw, Spooled) and not (sqlite and len(raw) > BIG_RAW):
+            raw = raw.read()  # PostgreSQL (or a small file): bound as a parameter, once in memory
         rows.append({"mailbox": mailbox, "uidvalidity": uidvalidity, "uid": uid, "source": "imap",
-                     "content_sha256": digest, "message_id_header": header_message_id(raw), "raw": raw,
+                     "content_sha256": digest, "message_id_header": header_message_id(head), "raw": raw,
                      "state": STORED, "received_at": now})
-    big = [row for row in rows if session.get_bind().dialect.name == "sqlite" and len(row["raw"]) > BIG_RAW]
+    big = [row for row in rows if sqlite and len(row["raw"]) > BIG_RAW]
     small = [row for row in rows if not any(row is b for b in big)]
     if small:
         session.execute(RawMessage.__table__.insert(), small)
@@ -142,12 +188,17 @@ BIG_RAW = 1 << 20
 
 def _insert_big_raw(session: Session, row: dict) -> None:
     """A large message on SQLite: a zeroblob row, then the bytes written with incremental
-    blob I/O (binding them as a parameter would copy them once more inside SQLite)."""
+    blob I/O (binding them as a parameter would copy them once more inside SQLite); a
+    `Spooled` one a piece at a time, so it is never whole in memory."""
     T = RawMessage.__table__
     raw = row["raw"]
     raw_id = session.execute(T.insert().values({**row, "raw": sa.func.zeroblob(len(raw))}).returning(T.c.id)).scalar_one()
     with session.connection().connection.driver_connection.blobopen("raw_messages", "raw", raw_id) as blob:
-        blob.write(raw)
+        if isinstance(raw, Spooled):
+            for chunk in raw.chunks():
+                blob.write(chunk)
+        else:
+            blob.write(raw)
 
 
 # --- step 2: parse and thread -----------------------------------------------------------------
@@ -300,7 +351,8 @@ def _file_items(database: Database, settings: Settings, items: list[Item]) -> In
         ours = our_addresses(session, settings)
         acknowledger = Acknowledger(session, settings, ours)
         for item in items:
-            report.merge(_process_in(session, settings, item.raw_id, ours, acknowledger, item.parsed))
+            parsed = None if item.released else item.parsed  # released: parsed again from the raw bytes
+            report.merge(_process_in(session, settings, item.raw_id, ours, acknowledger, parsed))
         return report
 
 

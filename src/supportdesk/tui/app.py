@@ -22,9 +22,12 @@ from supportdesk.query import QueryContext
 from supportdesk.text import clean_line
 from supportdesk.tickets import ServiceError
 from supportdesk.tui.bindings import bind
-from supportdesk.tui.data import Health, forget_presence, health, visible_queues, write_presence
+from supportdesk.tui.data import (
+    Health, TicketView, forget_presence, health, load_ticket, visible_queues, write_presence,
+)
 from supportdesk.tui.screens.actions import ACTION_BINDINGS
 from supportdesk.tui.screens.compose import ComposeScreen
+from supportdesk.tui.screens.dashboard import DashboardScreen
 from supportdesk.tui.screens.modals import HelpModal
 from supportdesk.tui.screens.queue import QueueScreen
 from supportdesk.tui.screens.ticket import TicketScreen
@@ -48,6 +51,9 @@ class ConsoleCommands(Provider):
             ("Help: every key", app.action_help, "?"),
             ("Quit", app.exit, "q on the queue list"),
         ]
+        if not isinstance(screen, DashboardScreen):
+            commands.append(("Dashboard: today's numbers", app.action_dashboard,
+                             f"key {app.key_for('queue.dashboard')} on the queue list"))
         if isinstance(screen, QueueScreen):
             from supportdesk.tui.widgets.sidebar import Sidebar
 
@@ -106,6 +112,7 @@ class SupportDeskApp(App):
         self._presence_claims: dict[int, tuple[int, str]] = {}  # id(screen) → (ticket id, activity)
         self._presence_written: dict[int, str] = {}
         self._presence_lock = threading.Lock()
+        self._prefetched: tuple[tuple[int, int], TicketView] | None = None
         self.theme = "textual-dark"
         self.set_keymap(settings.console_keys)
 
@@ -129,6 +136,26 @@ class SupportDeskApp(App):
     def open_ticket(self, ticket_id: int) -> None:
         self.push_screen(TicketScreen(ticket_id))
 
+    def prefetch_ticket(self, ticket_id: int, version: int) -> None:
+        """Read the ticket under a resting cursor ahead of `enter`, so opening it draws at once
+        (a read in a worker competes with the screen's own drawing for the GIL).  The ticket
+        screen still checks the version in a worker, so a stale read is replaced within a poll."""
+        if self._prefetched is None or self._prefetched[0] != (ticket_id, version):
+            self._prefetch(ticket_id, version)
+
+    @work(thread=True, exclusive=True, group="prefetch")
+    def _prefetch(self, ticket_id: int, version: int) -> None:
+        try:
+            view = load_ticket(self.database, ticket_id, self.now(), self.queue_ids)
+        except (ServiceError, DatabaseError):
+            return
+        if not get_current_worker().is_cancelled:
+            self._prefetched = ((ticket_id, version), view)
+
+    def take_prefetched(self, ticket_id: int) -> TicketView | None:
+        entry = self._prefetched
+        return entry[1] if entry is not None and entry[0][0] == ticket_id else None
+
     @work(thread=True, exclusive=True, group="open-compose")
     def open_compose(self, ticket_id: int, kind: str) -> None:
         """Read the subject, the draft and the newest message off the event loop, then show the editor."""
@@ -141,6 +168,10 @@ class SupportDeskApp(App):
             return
         if not get_current_worker().is_cancelled:
             self.call_from_thread(self.push_screen, ComposeScreen(ticket_id, kind, start=start))
+
+    def action_dashboard(self) -> None:
+        if not isinstance(self.screen, DashboardScreen):
+            self.push_screen(DashboardScreen())
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpModal):
@@ -185,6 +216,7 @@ class SupportDeskApp(App):
         """Only the screen in front re-reads: the ones beneath refresh when they resume, so a
         change while reading a ticket does not recount every view behind it."""
         self.refresh_health()
+        self._prefetched = None
         if hasattr(self.screen, "data_changed"):
             self.screen.data_changed()
 
@@ -271,6 +303,7 @@ def help_sections(keymap: dict[str, str] | None = None) -> list[tuple[str, list[
         ("Queue list", rows(table) + rows(QueueScreen.BINDINGS) + rows(Sidebar.BINDINGS)),
         ("Ticket", rows(TicketScreen.BINDINGS)),
         ("Compose", rows(ComposeScreen.BINDINGS)),
+        ("Dashboard", rows(DashboardScreen.BINDINGS)),
         ("Quarantine", rows(QuarantineModal.BINDINGS)),
         ("Dialogs", rows(ChoiceModal.BINDINGS) + rows(InputModal.BINDINGS) + rows(ConfirmModal.BINDINGS)),
     ]

@@ -24,10 +24,11 @@ from supportdesk.mail.outbox import queue_reply
 from supportdesk.mail.parse import quote_split
 from supportdesk import presence
 from supportdesk.models import (
-    Agent, Customer, Draft, MailboxState, Message, Outbox, Queue, RawMessage, Ticket, utcnow,
+    Agent, Customer, Draft, Message, Queue, RawMessage, Ticket, utcnow,
 )
 from supportdesk.query import Query, QueryContext, QueryError, compile_query, nearest_due, parse_query, sort_order
 from supportdesk.sla.policy import recorded_targets
+from supportdesk.stats import mail_health
 from supportdesk.text import clean_line
 from supportdesk.tickets import (
     Actor, Changes, add_message, bulk_update, check_access, get_ticket, resolve_actor, update_ticket,
@@ -376,18 +377,14 @@ class Health:
 
 
 def health(database: Database, now: datetime) -> Health:
-    box = Outbox.__table__.c
+    """The status bar's mailbox and outbox line (the same numbers as `stats.mail_health`)."""
     with database.read() as session:
-        boxes = []
-        for s in session.execute(sa.select(MailboxState).order_by(MailboxState.mailbox)).scalars():
-            failed = s.last_error and (s.last_fetch_at is None
-                                       or (s.last_error_at and s.last_error_at > s.last_fetch_at))
-            when = s.last_error_at if failed else s.last_fetch_at
-            boxes.append((s.mailbox, not failed, age(when, now) if when else "never"))
-        backlog = session.execute(sa.select(sa.func.count()).where(box.status.in_(("queued", "sending", "failed"))))
-        outbox = backlog.scalar_one()
-        dead = session.execute(sa.select(sa.func.count()).where(box.status == "dead")).scalar_one()
-    return Health(boxes, outbox, dead)
+        mail = mail_health(session)
+    boxes = []
+    for box in mail.mailboxes:
+        when = box.last_fetch_at if box.ok else box.last_error_at
+        boxes.append((box.name, box.ok, age(when, now) if when else "never"))
+    return Health(boxes, mail.outbox, mail.dead)
 
 
 def quarantined(database: Database, limit: int = 500) -> list[tuple[int, datetime, str, str]]:

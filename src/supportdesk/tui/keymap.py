@@ -34,6 +34,7 @@ DEFAULT_KEYS: dict[str, str] = {
     "queue.reply": "r",
     "queue.note": "n",
     "queue.focus_next": "tab",
+    "queue.dashboard": "D",
     "sidebar.down": "j",
     "sidebar.up": "k",
     "ticket.back": "escape,q",
@@ -48,6 +49,10 @@ DEFAULT_KEYS: dict[str, str] = {
     "compose.editor": "ctrl+e",
     "compose.canned": "ctrl+t",
     "compose.back": "escape",
+    "dashboard.back": "escape,q",
+    "dashboard.refresh": "R",
+    "dashboard.down": "j,down",
+    "dashboard.up": "k,up",
     "quarantine.retry": "R",
     "quarantine.release": "L",
     "quarantine.close": "escape,q",
@@ -72,6 +77,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "the ticket screen": _ids("app", "ticket", "action"),
     "the compose screen": _ids("app", "compose"),
     "the quarantine list": _ids("app", "quarantine"),
+    "the dashboard": _ids("app", "dashboard"),
     "the yes/no dialog": _ids("confirm"),
 }
 TYPING = frozenset(_ids("compose"))  # active while a TextArea takes printable keys

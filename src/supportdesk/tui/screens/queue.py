@@ -30,6 +30,7 @@ class QueueScreen(TicketActions, Screen):
         bind("queue.reply", "compose('reply')", "Reply to the current ticket", show=False),
         bind("queue.note", "compose('note')", "Internal note on the current ticket", show=False),
         bind("queue.focus_next", "app.focus_next", "Views ↔ tickets", show=False),
+        bind("queue.dashboard", "app.dashboard", "Dashboard (today's numbers)", show=False),
         *ACTION_BINDINGS,
     ]
 
@@ -66,7 +67,7 @@ class QueueScreen(TicketActions, Screen):
         else:
             self.show_view(views[start])
             sidebar.highlighted = start
-        self.query_one(TicketTable).focus()
+        self.focus_table()
         self.refresh_counts()
         self.app.refresh_health()
 
@@ -111,7 +112,7 @@ class QueueScreen(TicketActions, Screen):
     def hide_search(self) -> None:
         self.query_one("#search", Input).display = False
         self.query_one("#search-error", Static).display = False
-        self.table.focus()
+        self.focus_table()
 
     def action_search(self) -> None:
         search = self.query_one("#search", Input)
@@ -127,7 +128,7 @@ class QueueScreen(TicketActions, Screen):
         if self.query_one("#search", Input).display:
             self.hide_search()
         elif not self.table.has_focus:
-            self.table.focus()
+            self.focus_table()
         elif self.table.selected:
             self.table.selected.clear()
             self.table.refresh()
@@ -136,17 +137,28 @@ class QueueScreen(TicketActions, Screen):
     def pick_view(self, event: OptionList.OptionSelected) -> None:
         view = self.query_one(Sidebar).view_for(event.option.id)
         if view is not None and self.show_view(view):
-            self.table.focus()
+            self.focus_table()
 
     @on(TicketTable.Opened)
     def open_ticket(self, event: TicketTable.Opened) -> None:
         self.app.open_ticket(event.row.id)
 
+    def focus_table(self) -> None:
+        """Focus the table, now or once it has loaded: while it reads, `loading` makes it
+        unfocusable, and the focus would fall on the sidebar or nowhere."""
+        self._table_wants_focus = True
+        self.table.focus()
+
     @on(TicketTable.Loaded)
     def focus_loaded_table(self) -> None:
-        """While it reads, `loading` makes the table unfocusable, so a search's focus fell nowhere."""
-        if self.focused is None:
+        if getattr(self, "_table_wants_focus", False) or self.focused is None:
             self.table.focus()
+        self._table_wants_focus = False
+        self.table.rest_soon()
+
+    @on(TicketTable.Rested)
+    def prefetch(self, event: TicketTable.Rested) -> None:
+        self.app.prefetch_ticket(event.row.id, event.row.version)
 
     def action_compose(self, kind: str) -> None:
         row = self.table.current_row()

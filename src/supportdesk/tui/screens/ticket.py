@@ -125,17 +125,25 @@ class TicketScreen(TicketActions, Screen):
         self.unfold = False
 
     def compose(self) -> ComposeResult:
+        # A ticket read ahead (the cursor rested on it) is composed with the screen: one layout, no remount.
+        self.view = self.app.take_prefetched(self.ticket_id)
         yield Static("", id="ticket-title")
         yield Static("", id="presence")
         with Horizontal():
-            yield VerticalScroll(id="thread")
+            yield VerticalScroll(*self.message_widgets(), id="thread")
             yield VerticalScroll(Static("", id="side-text"), id="side")
         yield StatusBar(self.app.login, id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#presence", Static).display = False
-        self.load()
+        if self.view is None:
+            self.load()
+        else:
+            self.draw_header()
+            thread = self.query_one("#thread", VerticalScroll)
+            thread.call_after_refresh(thread.scroll_end, animate=False)
+            self.refresh_if_changed()
         self.query_one("#thread").focus()
         self.query_one(StatusBar).update(health=self.app.health_cache, query=f"ticket #{self.ticket_id}")
         self.app.claim_presence(self, self.ticket_id, "viewing")
@@ -178,19 +186,27 @@ class TicketScreen(TicketActions, Screen):
         line.update(Text("👁 " + clean_line(describe(seen)), style="bold yellow" if any(
             s.activity == "replying" for s in seen) else "yellow"))
 
-    def draw(self, keep_scroll: bool = False) -> None:
+    def message_widgets(self) -> list[Static]:
+        if self.view is None:
+            return []
+        return [
+            Static(message_text(m, self.unfold), classes=f"msg msg-{m['kind']}") for m in self.view.detail["messages"]
+        ] or [Static(Text("No messages.", style="dim"))]
+
+    def draw_header(self) -> None:
         d = self.view.detail
         title = Text(f"#{d['id']} ", style="bold")
         title.append(clean_line(d["subject"]) or "(no subject)", style="bold")
         title.append(f"  {d['status']} · {d['priority']}", style="dim")
         self.query_one("#ticket-title", Static).update(title)
         self.query_one("#side-text", Static).update(side_text(self.view))
+
+    def draw(self, keep_scroll: bool = False) -> None:
+        self.draw_header()
         thread = self.query_one("#thread", VerticalScroll)
         y = thread.scroll_y
         thread.remove_children()
-        thread.mount_all([
-            Static(message_text(m, self.unfold), classes=f"msg msg-{m['kind']}") for m in d["messages"]
-        ] or [Static(Text("No messages.", style="dim"))])
+        thread.mount_all(self.message_widgets())
         if keep_scroll:
             thread.call_after_refresh(thread.scroll_to, y=y, animate=False)
         else:
@@ -268,8 +284,12 @@ class TicketScreen(TicketActions, Screen):
     def changed(self) -> None:
         self.load(keep_scroll=True)
 
+    def on_screen_suspend(self) -> None:
+        self._suspended = True
+
     def on_screen_resume(self) -> None:
-        if self.view is not None:
+        """Back from compose or a dialog: re-read.  (A push resumes the screen too; that is not a return.)"""
+        if getattr(self, "_suspended", False) and self.view is not None:
             self.load(keep_scroll=True)
 
     def data_changed(self) -> None:

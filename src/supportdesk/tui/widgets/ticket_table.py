@@ -77,6 +77,15 @@ class TicketTable(ScrollView, can_focus=True):
             self.row = row
             super().__init__()
 
+    class Rested(Message):
+        """The cursor stopped on a row for a moment: a good time to read that ticket ahead of `enter`."""
+
+        def __init__(self, row: Row) -> None:
+            self.row = row
+            super().__init__()
+
+    REST_SECONDS = 0.12
+
     def __init__(self, pager: Pager | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.pager = pager
@@ -176,6 +185,19 @@ class TicketTable(ScrollView, can_focus=True):
 
     def watch_cursor(self, old: int, new: int) -> None:
         self.scroll_to_row(new)
+        self.rest_soon()
+
+    def rest_soon(self) -> None:
+        """Post `Rested` once the cursor has stayed put for REST_SECONDS (holding `j` posts nothing)."""
+        if getattr(self, "_rest_timer", None) is not None:
+            self._rest_timer.stop()
+        self._rest_timer = self.set_timer(self.REST_SECONDS, self._rested)
+
+    def _rested(self) -> None:
+        self._rest_timer = None
+        row = self.current_row()
+        if row is not None:
+            self.post_message(self.Rested(row))
 
     def scroll_to_row(self, index: int) -> None:
         top = int(self.scroll_offset.y)
