@@ -11,33 +11,10 @@ from supportdesk.tickets import create_ticket
 from supportdesk.tui.app import SupportDeskApp, help_sections
 from supportdesk.tui.screens.dashboard import DashboardScreen
 from supportdesk.tui.screens.queue import QueueScreen
+from tests.test_tui import screen_text, settle, wait_for
 
 SIZE = (80, 24)
 EVIL = "[bold red]x[/b] \x1b]0;pwned\x07"
-
-
-async def settle(app, pilot) -> None:
-    """Wait until the console's thread workers are done and drawn (the change watcher excepted)."""
-    for _ in range(100):
-        await pilot.pause()
-        busy = [w for w in app.workers if w.group != "watch" and not w.is_finished]
-        if not busy:
-            await pilot.pause()
-            return
-        await app.workers.wait_for_complete(busy)
-    raise AssertionError(f"workers still running: {busy}")
-
-
-async def wait_for(pilot, condition, seconds: float = 3.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await pilot.pause(0.05)
-    return condition()
-
-
-def screen_text(app) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
 def new_ticket(database, actor, subject="Printer on fire", queue="General"):
