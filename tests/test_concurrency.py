@@ -39,8 +39,9 @@ from supportdesk.tickets import add_agent, create_ticket, resolve_actor
 
 TICKETS = 50
 CLI_WRITERS = 9
-# The issue asks 500 a process: ~10 minutes here.  PostgreSQL runs are slower (see the report).
-UPDATES = int(os.environ.get("SUPPORTDESK_RACE_UPDATES", "15" if os.environ.get("SUPPORTDESK_TEST_DATABASE_URL") else "40"))
+# The issue's 500 a process: ~3 minutes on SQLite here (4,533 updates).  The PostgreSQL run repeats
+# the test smaller (each command there pays for a new engine's set-up queries).
+UPDATES = int(os.environ.get("SUPPORTDESK_RACE_UPDATES", "15" if os.environ.get("SUPPORTDESK_TEST_DATABASE_URL") else "500"))
 SHELL_UPDATES = max(3, UPDATES // 15)  # ~1 s of process start each
 PRIORITIES = ("low", "normal", "high", "urgent")
 CONFLICT = "changed by someone else"
