@@ -150,6 +150,12 @@ def test_triage_the_demo_in_tmux(tmux, tmp_path):
     assert rows and {status for _, _, status in rows} == {"open"}, screen
     (a, _, _), (b, _, _) = rows[:2]
 
+    def show(ticket_id: int) -> dict:
+        result = subprocess.run([str(exe), "--db", str(db), "tickets", "show", str(ticket_id), "--format", "json"],
+                                capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
     tmux("send-keys", "-t", "desk", "Space")
     tmux("send-keys", "-t", "desk", "Space")
     tmux("send-keys", "-t", "desk", "c")
@@ -157,17 +163,16 @@ def test_triage_the_demo_in_tmux(tmux, tmp_path):
     tmux("send-keys", "-t", "desk", "y")
     screen = wait_screen(tmux, lambda s: table_rows(s) and not {a, b} & {i for i, _, _ in table_rows(s)})
     assert {status for _, _, status in table_rows(screen)} == {"open"}
+    # The close is written by a worker: quit only once it is in the database.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and {show(a)["status"], show(b)["status"]} != {"closed"}:
+        time.sleep(0.2)
     tmux("send-keys", "-t", "desk", "q")
     deadline = time.monotonic() + 10
     while not done.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert done.read_text().strip() == "0"
 
-    def show(ticket_id: int) -> dict:
-        result = subprocess.run([str(exe), "--db", str(db), "tickets", "show", str(ticket_id), "--format", "json"],
-                                capture_output=True, text=True, timeout=30, env={**os.environ, **env})
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
 
     ticket = show(first)
     assert ticket["status"] == "closed"
