@@ -108,7 +108,7 @@ def test_queue_lists_tickets_with_counts_and_status_bar(database, alice):
         await pilot.click(TicketTable, offset=(10, 0))
         assert table.cursor == 0
         await pilot.double_click(TicketTable, offset=(10, 1))
-        await pilot.pause()
+        await settle(app, pilot)
         assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == table.pager.row(1).id
 
     run(database, scenario)
@@ -246,7 +246,7 @@ def test_ticket_screen_thread_folding_customer_panel_history(database, alice):
 
     async def scenario(app, pilot):
         app.open_ticket(ticket_id)
-        await pilot.pause()
+        await settle(app, pilot)
         screen = app.screen
         messages = list(screen.query(".msg"))
         assert [m.has_class("msg-inbound") for m in messages] == [True, False]
@@ -295,7 +295,7 @@ def test_note_draft_survives_leaving_and_note_is_saved(database, alice):
         await pilot.pause()
         await pilot.press(*"half")
         await pilot.press("escape")
-        await pilot.pause()
+        await settle(app, pilot)  # the draft is written by a worker
         with database.read() as session:
             assert session.execute(sa.select(Draft.body)).scalar_one() == "half"
         app.open_compose(ticket_id, "note")

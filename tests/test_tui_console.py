@@ -14,7 +14,7 @@ from supportdesk.config import CannedConfig, ConfigError, Settings, load_setting
 from supportdesk.models import Message, RawMessage, Ticket
 from supportdesk.tickets import save_attachments
 from supportdesk.tui import keymap
-from supportdesk.tui.app import SupportDeskApp, help_sections
+from supportdesk.tui.app import OPEN_WAIT, SupportDeskApp, help_sections
 from supportdesk.tui.screens.compose import ComposeScreen
 from supportdesk.tui.screens.modals import ChoiceModal, ConfirmModal, HelpModal, InputModal, QuarantineModal
 from supportdesk.tui.screens.queue import QueueScreen
@@ -327,16 +327,18 @@ def gate(monkeypatch, target: str, name: str) -> threading.Event:
 def test_keys_work_while_a_ticket_is_still_loading(database, alice, monkeypatch):
     ticket_id = new_ticket(database, alice, subject="Slow one")
     opened = gate(monkeypatch, "supportdesk.tui.screens.ticket", "load_ticket")
+    read = gate(monkeypatch, "supportdesk.tui.app", "load_ticket")
     monkeypatch.setattr(SupportDeskApp, "prefetch_ticket", lambda *a: None)  # no read-ahead: the screen loads
 
     async def scenario(app, pilot):
         await pilot.press("enter")
-        await pilot.pause()
+        await pilot.pause(OPEN_WAIT * 2)  # the read is slow: the screen comes, empty, after OPEN_WAIT
         assert isinstance(app.screen, TicketScreen) and app.screen.view is None
         await pilot.press("question_mark")  # the event loop is free
         assert isinstance(app.screen, HelpModal)
         await pilot.press("escape")
         opened.set()
+        read.set()
         await settle(app, pilot)
         assert app.screen.view is not None and "Slow one" in screen_text(app)
         assert app.screen.ticket_id == ticket_id

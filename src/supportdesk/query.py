@@ -502,7 +502,20 @@ def nearest_due():
 SORT_FIELDS = {
     "id": "id", "created": "created_at", "updated": "updated_at", "priority": "priority_rank",
     "status": "status", "subject": "subject", "sla": "resolution_due",
+    "requester": "requester_id", "assignee": "assignee_id",
 }
+
+
+def person_sort_key(name: str):
+    """The requester's name (else address) or the assignee's login, as a correlated subquery so
+    sorting needs no join in the paged query; unassigned sorts with NULLs (first ascending on SQLite)."""
+    T = Ticket.__table__.c
+    if name == "requester":
+        C = Customer.__table__.c
+        return (sa.select(sa.func.lower(sa.func.coalesce(sa.func.nullif(C.name, ""), C.email)))
+                .where(C.id == T.requester_id).scalar_subquery())
+    A = Agent.__table__.c
+    return sa.select(sa.func.lower(A.login)).where(A.id == T.assignee_id).scalar_subquery()
 
 
 def sort_order(spec: str | None) -> list:
@@ -519,7 +532,10 @@ def sort_order(spec: str | None) -> list:
         descending = direction == "desc"
     if name not in SORT_FIELDS:
         raise QueryError(f"cannot sort by {name!r} (one of: {', '.join(SORT_FIELDS)})", spec)
-    column = getattr(T, SORT_FIELDS[name])
+    if name in ("requester", "assignee"):
+        column = person_sort_key(name)
+    else:
+        column = getattr(T, SORT_FIELDS[name])
     if name == "sla":
         nearest = nearest_due()
         key = nearest.desc() if descending else nearest.asc()

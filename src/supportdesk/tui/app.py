@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import datetime, timezone
@@ -23,7 +24,7 @@ from supportdesk.text import clean_line
 from supportdesk.tickets import ServiceError
 from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import (
-    Health, TicketView, forget_presence, health, load_ticket, visible_queues, write_presence,
+    Health, TicketView, forget_presence, health, load_ticket, save_draft, visible_queues, write_presence,
 )
 from supportdesk.tui.screens.actions import ACTION_BINDINGS
 from supportdesk.tui.screens.compose import ComposeScreen
@@ -36,6 +37,8 @@ from supportdesk.tui.widgets.ticket_table import TicketTable
 
 POLL_SECONDS = 0.5
 TICK_SECONDS = 15
+WRITE_GROUPS = frozenset({"write", "send", "quarantine-write"})  # workers a quit waits for
+OPEN_WAIT = 0.15  # seconds a slow read may hold back the ticket screen before it is shown empty
 
 
 class DataChanged(Message):
@@ -49,7 +52,7 @@ class ConsoleCommands(Provider):
         app, screen = self.app, self.screen
         commands: list[tuple[str, object, str]] = [
             ("Help: every key", app.action_help, "?"),
-            ("Quit", app.exit, "q on the queue list"),
+            ("Quit", app.action_quit, "q on the queue list"),
         ]
         if not isinstance(screen, DashboardScreen):
             commands.append(("Dashboard: today's numbers", app.action_dashboard,
@@ -98,6 +101,8 @@ class SupportDeskApp(App):
     BINDINGS = [
         bind("app.help", "help", "Help"),
         bind("app.quit", "quit", "Quit", show=False),
+        bind("app.palette", "command_palette", "palette", show=False, priority=True,
+             tooltip="Command palette: every action"),
     ]
 
     def __init__(self, database: Database, settings: Settings, login: str, *, initial_query: str = "",
@@ -113,6 +118,10 @@ class SupportDeskApp(App):
         self._presence_written: dict[int, str] = {}
         self._presence_lock = threading.Lock()
         self._prefetched: tuple[tuple[int, int], TicketView] | None = None
+        self._opening: int | None = None  # a ticket asked for, shown once read (or after OPEN_WAIT)
+        self.newest_first = False  # the thread's order, kept from ticket to ticket
+        self.drafts: dict[tuple[int, str], str] = {}  # newest draft per (ticket, kind), ahead of its save
+        self._draft_lock = threading.Lock()
         self.theme = "textual-dark"
         self.set_keymap(settings.console_keys)
 
@@ -134,23 +143,42 @@ class SupportDeskApp(App):
     # --- navigation ----------------------------------------------------------------------
 
     def open_ticket(self, ticket_id: int) -> None:
-        self.push_screen(TicketScreen(ticket_id))
+        """Show the ticket composed with its data, so it is laid out and painted once: from the
+        read-ahead at once, else after a read in a worker (or after OPEN_WAIT, drawn when it lands)."""
+        if self.take_prefetched(ticket_id) is not None:
+            self.push_screen(TicketScreen(ticket_id))
+            return
+        self._opening = ticket_id
+        self._read_ahead(ticket_id, None)
+        self.set_timer(OPEN_WAIT, partial(self._open_now, ticket_id))
+
+    def _open_now(self, ticket_id: int) -> None:
+        if self._opening == ticket_id:
+            self._opening = None
+            self.push_screen(TicketScreen(ticket_id))
 
     def prefetch_ticket(self, ticket_id: int, version: int) -> None:
         """Read the ticket under a resting cursor ahead of `enter`, so opening it draws at once
         (a read in a worker competes with the screen's own drawing for the GIL).  The ticket
         screen still checks the version in a worker, so a stale read is replaced within a poll."""
-        if self._prefetched is None or self._prefetched[0] != (ticket_id, version):
-            self._prefetch(ticket_id, version)
+        if self._opening is None and (self._prefetched is None or self._prefetched[0] != (ticket_id, version)):
+            self._read_ahead(ticket_id, version)  # (never in place of a ticket being opened)
 
     @work(thread=True, exclusive=True, group="prefetch")
-    def _prefetch(self, ticket_id: int, version: int) -> None:
+    def _read_ahead(self, ticket_id: int, version: int | None) -> None:
+        """version None: the agent asked for this ticket, so show it (or why not) once read."""
+        opening = version is None
         try:
             view = load_ticket(self.database, ticket_id, self.now(), self.queue_ids)
-        except (ServiceError, DatabaseError):
+        except (ServiceError, DatabaseError) as exc:
+            if opening and self._opening == ticket_id:
+                self._opening = None
+                self.call_from_thread(self.notify, str(exc), severity="error", markup=False)
             return
         if not get_current_worker().is_cancelled:
-            self._prefetched = ((ticket_id, version), view)
+            self._prefetched = ((ticket_id, view.detail["version"] if opening else version), view)
+            if opening:
+                self.call_from_thread(self._open_now, ticket_id)
 
     def take_prefetched(self, ticket_id: int) -> TicketView | None:
         entry = self._prefetched
@@ -240,10 +268,43 @@ class SupportDeskApp(App):
             for table in screen.query(TicketTable):
                 table.tick()
 
-    def on_unmount(self) -> None:
+    def action_quit(self) -> None:
+        """Quit once the writes in flight (an action, a send, a draft) are committed, never before."""
         for screen in self.screen_stack:
             if isinstance(screen, ComposeScreen):
                 screen.keep_draft()
+        self.run_worker(self._quit_when_written(), group="quit", exclusive=True)
+
+    async def _quit_when_written(self) -> None:
+        told = False
+        while pending := [w for w in self.workers if w.group in WRITE_GROUPS and not w.is_finished]:
+            if not told:
+                told = True
+                self.notify(f"Saving {len(pending)} change{'s' * (len(pending) != 1)} before quitting…",
+                            markup=False)
+            await asyncio.sleep(0.05)
+        self.exit()
+
+    def keep_draft(self, ticket_id: int, kind: str, body: str) -> None:
+        self.drafts[(ticket_id, kind)] = body
+        self._save_draft(ticket_id, kind)
+
+    @work(thread=True, group="write")
+    def _save_draft(self, ticket_id: int, kind: str) -> None:
+        """Under a lock and always the newest text, so an older save cannot land after a newer one."""
+        with self._draft_lock:
+            body = self.drafts.get((ticket_id, kind))
+            if body is None:
+                return
+            try:
+                save_draft(self.database, self.login, ticket_id, kind, body)
+            except (ServiceError, DatabaseError) as exc:
+                self.call_from_thread(self.notify, f"draft not saved: {exc}", severity="error", markup=False)
+
+    def on_unmount(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, ComposeScreen):
+                screen.keep_draft(now=True)
         self._presence_claims.clear()
         with self._presence_lock:
             try:
@@ -291,15 +352,20 @@ def help_sections(keymap: dict[str, str] | None = None) -> list[tuple[str, list[
     from supportdesk.tui.widgets.sidebar import Sidebar
 
     def rows(bindings) -> list[tuple[str, str]]:
-        out = []
+        """One row per binding; bindings that share a text (keys 1–9) share a row."""
+        out: list[tuple[str, str]] = []
         for b in bindings:
             keys = ", ".join(pretty_key(k) for k in (keymap.get(b.id) or b.key).split(","))
-            out.append((keys, b.tooltip or b.description or b.action))
+            text = b.tooltip or b.description or b.action
+            if out and out[-1][1] == text:
+                out[-1] = (f"{out[-1][0]}, {keys}", text)
+            else:
+                out.append((keys, text))
         return out
 
     table = [b for b in TicketTable.BINDINGS]
     return [
-        ("Everywhere", rows(SupportDeskApp.BINDINGS) + [("ctrl+p", "command palette")]),
+        ("Everywhere", rows(SupportDeskApp.BINDINGS)),
         ("Queue list", rows(table) + rows(QueueScreen.BINDINGS) + rows(Sidebar.BINDINGS)),
         ("Ticket", rows(TicketScreen.BINDINGS)),
         ("Compose", rows(ComposeScreen.BINDINGS)),

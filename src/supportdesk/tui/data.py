@@ -231,6 +231,9 @@ class TicketView:
     sla_targets: list[dict] = field(default_factory=list)  # recorded per-target states (sla.policy.recorded_targets)
 
 
+OTHER_TICKETS = 9  # the customer panel numbers them; keys 1–9 open them
+
+
 def load_ticket(database: Database, ticket_id: int, now: datetime | None = None,
                 queue_ids: frozenset[int] | None = None) -> TicketView:
     """The ticket, its history and the requester's other tickets (within `queue_ids` when limited)."""
@@ -244,7 +247,7 @@ def load_ticket(database: Database, ticket_id: int, now: datetime | None = None,
         ids = list(session.execute(
             sa.select(T.id).where(T.requester_id == requester, T.id != ticket_id,
                                   T.queue_id.in_(sorted(queue_ids)) if queue_ids is not None else sa.true())
-            .order_by(T.created_at.desc()).limit(8)).scalars())
+            .order_by(T.created_at.desc()).limit(OTHER_TICKETS)).scalars())
         others = rows_for(session, ids)
         targets = recorded_targets(session, ticket_id, now)
     return TicketView(detail, events, others, targets)

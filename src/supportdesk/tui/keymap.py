@@ -12,6 +12,7 @@ import unicodedata
 DEFAULT_KEYS: dict[str, str] = {
     "app.help": "question_mark",
     "app.quit": "ctrl+q",
+    "app.palette": "ctrl+p",
     "action.status": "s",
     "action.priority": "p",
     "action.assign": "a",
@@ -35,16 +36,27 @@ DEFAULT_KEYS: dict[str, str] = {
     "queue.note": "n",
     "queue.focus_next": "tab",
     "queue.dashboard": "D",
+    "queue.sort": "o",
     "sidebar.down": "j",
     "sidebar.up": "k",
     "ticket.back": "escape,q",
     "ticket.reply": "r",
     "ticket.note": "n",
     "ticket.unfold": "o",
+    "ticket.order": "O",
     "ticket.down": "j,down",
     "ticket.up": "k,up",
     "ticket.focus_next": "tab",
     "ticket.save_attachment": "w",
+    "ticket.other_1": "1",
+    "ticket.other_2": "2",
+    "ticket.other_3": "3",
+    "ticket.other_4": "4",
+    "ticket.other_5": "5",
+    "ticket.other_6": "6",
+    "ticket.other_7": "7",
+    "ticket.other_8": "8",
+    "ticket.other_9": "9",
     "compose.send": "ctrl+s",
     "compose.editor": "ctrl+e",
     "compose.canned": "ctrl+t",
@@ -80,7 +92,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "the dashboard": _ids("app", "dashboard"),
     "the yes/no dialog": _ids("confirm"),
 }
-TYPING = frozenset(_ids("compose"))  # active while a TextArea takes printable keys
+TYPING = frozenset(_ids("compose")) | {"app.palette"}  # active (with priority) while a TextArea takes typing
 
 MODIFIERS = ("ctrl", "alt", "shift", "meta", "super", "hyper")
 NAMED_KEYS = frozenset(

@@ -63,6 +63,7 @@ class ComposeScreen(Screen):
         self.sent = False
         self.sending = False
         self._body = ""
+        self._kept = ""  # the draft as last saved (or as found)
 
     def compose(self) -> ComposeResult:
         if self.start is None:
@@ -74,7 +75,8 @@ class ComposeScreen(Screen):
         title.append(clean_line(self.subject))
         yield Static(title, id="compose-title", classes=f"compose-{self.kind}")
         yield Static("", id="presence")
-        yield TextArea(self.start.draft, id="body")
+        self._kept = self.app.drafts.get((self.ticket_id, self.kind), self.start.draft)
+        yield TextArea(self._kept, id="body")
         with Horizontal(id="compose-options"):
             yield Label("Status after sending: ")
             default = "pending" if self.kind == "reply" else Select.NULL
@@ -181,6 +183,7 @@ class ComposeScreen(Screen):
     def _sent(self) -> None:
         self.sending = False
         self.sent = True
+        self.app.drafts.pop((self.ticket_id, self.kind), None)
         self.notify("Reply queued for sending" if self.kind == "reply" else "Note saved", markup=False)
         if self.is_current:
             self.app.pop_screen()
@@ -225,12 +228,19 @@ class ComposeScreen(Screen):
         self.app.pop_screen()
 
     def on_unmount(self) -> None:
-        self.keep_draft()
+        self.keep_draft(now=True)
         self.app.release_presence(self)
 
-    def keep_draft(self) -> None:
-        if not self.sent:
-            try:
-                save_draft(self.app.database, self.app.login, self.ticket_id, self.kind, self.body)
-            except (ServiceError, DatabaseError):
-                pass
+    def keep_draft(self, now: bool = False) -> None:
+        """Save the draft if it changed: in a write worker (quitting waits for those), or `now`
+        when the app is going down and workers no longer run."""
+        if self.sent or self.body == self._kept:
+            return
+        self._kept = self.body
+        if not now:
+            self.app.keep_draft(self.ticket_id, self.kind, self.body)
+            return
+        try:
+            save_draft(self.app.database, self.app.login, self.ticket_id, self.kind, self.body)
+        except (ServiceError, DatabaseError):
+            pass

@@ -16,7 +16,7 @@ from supportdesk.text import clean_line
 from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import Pager, View, all_views, check_query, view_count
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
-from supportdesk.tui.screens.modals import QuarantineModal
+from supportdesk.tui.screens.modals import ChoiceModal, QuarantineModal
 from supportdesk.tui.widgets.sidebar import Sidebar
 from supportdesk.tui.widgets.status_bar import StatusBar
 from supportdesk.tui.widgets.ticket_table import TableHeader, TicketTable
@@ -31,10 +31,15 @@ class QueueScreen(TicketActions, Screen):
         bind("queue.note", "compose('note')", "Internal note on the current ticket", show=False),
         bind("queue.focus_next", "app.focus_next", "Views ↔ tickets", show=False),
         bind("queue.dashboard", "app.dashboard", "Dashboard (today's numbers)", show=False),
+        bind("queue.sort", "sort", "Sort by a column (again: reverse)", show=False),
         *ACTION_BINDINGS,
     ]
 
     COUNTS_EVERY = 2.0
+    # menu label → (sort field, descending first); "-created" is the default order, newest first
+    SORT_MENU = {"Age": ("created", True), "SLA due": ("sla", False), "Priority": ("priority", True),
+                 "Status": ("status", False), "Requester": ("requester", False), "Subject": ("subject", False),
+                 "Assignee": ("assignee", False), "Ticket #": ("id", True), "Last update": ("updated", True)}
     AUTO_FOCUS = "TicketTable"
 
     def __init__(self) -> None:
@@ -43,6 +48,7 @@ class QueueScreen(TicketActions, Screen):
         self.query_text = ""
         self._counts_at = 0.0
         self._counts_due = False
+        self.sort: str | None = None  # chosen with `o`; None follows the view's own order
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -57,8 +63,17 @@ class QueueScreen(TicketActions, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.table.reading = True
+        self.load_views()
+
+    @work(thread=True, exclusive=True, group="views")
+    def load_views(self) -> None:
         with self.app.database.read() as session:
             views = all_views(session, self.app.settings, self.app.queue_ids)
+        self.app.call_from_thread(self.start, views)
+
+    def start(self, views: list[View]) -> None:
+        """The views are read: show the first one (or the query given on the command line)."""
         sidebar = self.query_one(Sidebar)
         sidebar.set_views(views)
         start = next(i for i, v in enumerate(views) if v.name == "All" and v.kind == "builtin")
@@ -79,6 +94,7 @@ class QueueScreen(TicketActions, Screen):
         if view.kind == "quarantine":
             self.app.push_screen(QuarantineModal())
             return False
+        self.sort = None
         return self.show_query(view.query, view)
 
     def show_query(self, text: str, view: View | None = None) -> bool:
@@ -90,7 +106,10 @@ class QueueScreen(TicketActions, Screen):
             return False
         self.view = view
         self.query_text = text
-        self.table.set_pager(Pager(self.app.database, query, self.app.query_context, view.sort if view else None))
+        sort = self.sort or (view.sort if view else None)
+        self.table.set_pager(Pager(self.app.database, query, self.app.query_context,
+                                   None if sort == "-created" else sort))
+        self.query_one(TableHeader).show_sort(sort)
         label = f"{view.name}: {text}" if view and view.kind != "search" else text
         self.query_one(StatusBar).update(query=label.rstrip(": ") or "all tickets")
         self.hide_search()
@@ -124,6 +143,23 @@ class QueueScreen(TicketActions, Screen):
     def run_search(self, event: Input.Submitted) -> None:
         self.show_query(event.value.strip(), View("Search", event.value.strip(), "search"))
 
+    def action_sort(self) -> None:
+        """Pick a column to sort by (in SQL); picking the sorted column again reverses it."""
+        current = self.table.pager.sort if self.table.pager else None
+        field, descending = (current.lstrip("-"), current.startswith("-")) if current else ("created", True)
+        labels = list(self.SORT_MENU)
+
+        def chosen(label: str | None) -> None:
+            if label is None:
+                return
+            pick, first = self.SORT_MENU[label]
+            down = not descending if pick == field else first
+            self.sort = ("-" if down else "") + pick
+            self.show_query(self.query_text, self.view)
+
+        now = next((k for k, (f, _) in self.SORT_MENU.items() if f == field), None)
+        self.app.push_screen(ChoiceModal("Sort by (the sorted column again reverses)", labels, now), chosen)
+
     def action_back(self) -> None:
         if self.query_one("#search", Input).display:
             self.hide_search()
@@ -144,16 +180,10 @@ class QueueScreen(TicketActions, Screen):
         self.app.open_ticket(event.row.id)
 
     def focus_table(self) -> None:
-        """Focus the table, now or once it has loaded: while it reads, `loading` makes it
-        unfocusable, and the focus would fall on the sidebar or nowhere."""
-        self._table_wants_focus = True
         self.table.focus()
 
     @on(TicketTable.Loaded)
-    def focus_loaded_table(self) -> None:
-        if getattr(self, "_table_wants_focus", False) or self.focused is None:
-            self.table.focus()
-        self._table_wants_focus = False
+    def table_loaded(self) -> None:
         self.table.rest_soon()
 
     @on(TicketTable.Rested)

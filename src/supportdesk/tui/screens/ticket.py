@@ -17,12 +17,13 @@ from supportdesk.text import clean_line, clean_text
 from supportdesk.tickets import ForbiddenError, NotFoundError
 from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import (
-    TicketView, load_ticket, safe_filename, save_attachment, split_quote, ticket_presence, ticket_version,
+    OTHER_TICKETS, TicketView, load_ticket, safe_filename, save_attachment, split_quote, ticket_presence, ticket_version,
 )
 from supportdesk.tui.screens.modals import ChoiceModal, InputModal
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
 from supportdesk.tui.widgets.status_bar import StatusBar
 
+OTHER_TICKET_HELP = "Open the customer's other ticket 1–9 (numbered in the customer panel)"
 PRESENCE_RECHECK = 20.0  # seconds: someone else's stale presence fades without a commit to wake us
 
 KIND_LABEL = {"inbound": "◀ from", "outbound": "▶ reply", "note": "✎ note", "system": "⚙ system",
@@ -75,8 +76,9 @@ def side_text(view: TicketView) -> Text:
     text.append("\nOther tickets\n", style="bold underline")
     if not view.other_tickets:
         text.append("none\n", style="dim")
-    for row in view.other_tickets:
-        text.append(f"#{row.id} ", style="bold")
+    for n, row in enumerate(view.other_tickets, 1):
+        text.append(f"{n}", style="reverse")
+        text.append(f" #{row.id} ", style="bold")
         text.append(f"{row.status} ", style="dim")
         text.append(clean_line(row.subject)[:40] + "\n")
     text.append("\nHistory\n", style="bold underline")
@@ -110,10 +112,13 @@ class TicketScreen(TicketActions, Screen):
         bind("ticket.reply", "compose('reply')", "Reply"),
         bind("ticket.note", "compose('note')", "Note"),
         bind("ticket.unfold", "unfold", "Fold/unfold quotes"),
+        bind("ticket.order", "order", "Oldest/newest first", show=False),
         bind("ticket.down", "scroll(1)", "Scroll", show=False),
         bind("ticket.up", "scroll(-1)", "Scroll", show=False),
         bind("ticket.focus_next", "app.focus_next", "Thread ↔ customer panel", show=False),
         bind("ticket.save_attachment", "save_attachment", "Save an attachment to a file", show=False),
+        *(bind(f"ticket.other_{n}", f"open_other({n})", f"Open the customer's other ticket {n}", show=False,
+               tooltip=OTHER_TICKET_HELP) for n in range(1, OTHER_TICKETS + 1)),
         *ACTION_BINDINGS,
     ]
 
@@ -123,10 +128,12 @@ class TicketScreen(TicketActions, Screen):
         self.view: TicketView | None = None
         self.seen: list[Seen] = []
         self.unfold = False
+        self.newest_first = False
 
     def compose(self) -> ComposeResult:
         # A ticket read ahead (the cursor rested on it) is composed with the screen: one layout, no remount.
         self.view = self.app.take_prefetched(self.ticket_id)
+        self.newest_first = self.app.newest_first
         yield Static("", id="ticket-title")
         yield Static("", id="presence")
         with Horizontal():
@@ -142,12 +149,22 @@ class TicketScreen(TicketActions, Screen):
         else:
             self.draw_header()
             thread = self.query_one("#thread", VerticalScroll)
-            thread.call_after_refresh(thread.scroll_end, animate=False)
-            self.refresh_if_changed()
+            thread.call_after_refresh(thread.scroll_home if self.newest_first else thread.scroll_end, animate=False)
         self.query_one("#thread").focus()
         self.query_one(StatusBar).update(health=self.app.health_cache, query=f"ticket #{self.ticket_id}")
+        self.call_after_refresh(self._after_first_frame)
+        self.set_interval(PRESENCE_RECHECK, self._recheck)
+
+    def _recheck(self) -> None:
+        """Someone else's presence fades without a commit to wake us: look again now and then."""
+        if self.is_current:
+            self.refresh_if_changed()
+
+    def _after_first_frame(self) -> None:
+        """Worker threads started before the first frame would compete with it for the GIL."""
+        if self.view is not None:
+            self.refresh_if_changed()
         self.app.claim_presence(self, self.ticket_id, "viewing")
-        self.set_interval(PRESENCE_RECHECK, self.refresh_if_changed)
 
     def on_unmount(self) -> None:
         self.app.release_presence(self)
@@ -189,15 +206,19 @@ class TicketScreen(TicketActions, Screen):
     def message_widgets(self) -> list[Static]:
         if self.view is None:
             return []
-        return [
-            Static(message_text(m, self.unfold), classes=f"msg msg-{m['kind']}") for m in self.view.detail["messages"]
-        ] or [Static(Text("No messages.", style="dim"))]
+        messages = self.view.detail["messages"]
+        if self.newest_first:
+            messages = messages[::-1]
+        return [Static(message_text(m, self.unfold), classes=f"msg msg-{m['kind']}") for m in messages] or [
+            Static(Text("No messages.", style="dim"))]
 
     def draw_header(self) -> None:
         d = self.view.detail
         title = Text(f"#{d['id']} ", style="bold")
         title.append(clean_line(d["subject"]) or "(no subject)", style="bold")
         title.append(f"  {d['status']} · {d['priority']}", style="dim")
+        if self.newest_first:
+            title.append("  newest first", style="dim italic")
         self.query_one("#ticket-title", Static).update(title)
         self.query_one("#side-text", Static).update(side_text(self.view))
 
@@ -209,6 +230,8 @@ class TicketScreen(TicketActions, Screen):
         thread.mount_all(self.message_widgets())
         if keep_scroll:
             thread.call_after_refresh(thread.scroll_to, y=y, animate=False)
+        elif self.newest_first:
+            thread.call_after_refresh(thread.scroll_home, animate=False)
         else:
             thread.call_after_refresh(thread.scroll_end, animate=False)
 
@@ -220,6 +243,20 @@ class TicketScreen(TicketActions, Screen):
         self.unfold = not self.unfold
         if self.view is not None:
             self.draw(keep_scroll=True)
+
+    def action_order(self) -> None:
+        """The newest message on top, where it is read first, or at the bottom as in a mail client."""
+        self.newest_first = self.app.newest_first = not self.newest_first
+        if self.view is not None:
+            self.draw()
+
+    def action_open_other(self, n: int) -> None:
+        """The customer's n-th other ticket, on top of this one: back returns here."""
+        others = self.view.other_tickets if self.view else []
+        if n > len(others):
+            self.notify(f"The customer has no other ticket {n}", severity="warning", markup=False)
+            return
+        self.app.open_ticket(others[n - 1].id)
 
     def action_scroll(self, delta: int) -> None:
         thread = self.query_one("#thread", VerticalScroll)

@@ -45,10 +45,18 @@ HEADINGS = {"sel": "", "id": "#", "requester": "Requester", "subject": "Subject"
             "priority": "Prio", "assignee": "Assign", "age": "Age", "sla": "SLA"}
 
 
-def header_text(width: int) -> str:
+SORT_COLUMNS = {"id": "id", "requester": "requester", "subject": "subject", "status": "status",
+                "priority": "priority", "assignee": "assignee", "age": "created", "sla": "sla"}  # column → sort field
+
+
+def header_text(width: int, sort: str | None = None) -> str:
+    """The headings, the sorted column marked ▲ (ascending) or ▼; no sort is newest first (age ▲)."""
+    field, descending = (sort.lstrip("-"), sort.startswith("-")) if sort else ("created", True)
     cells = []
     for name, w in layout(width):
         label = HEADINGS[name]
+        if SORT_COLUMNS.get(name) == field:
+            label = label[:max(0, w - 1 if len(label) >= w else len(label))] + ("▼" if descending else "▲")
         cells.append(label.rjust(w) if name == "id" else set_cell_size(label, w))
     return " ".join(cells)
 
@@ -92,7 +100,7 @@ class TicketTable(ScrollView, can_focus=True):
         self.selected: dict[int, int] = {}
         self.now = datetime.now(timezone.utc)
         self._requested: set[int] = set()
-        self.loading = False
+        self.reading = False  # a new query's first read is under way (not `loading`: that would unfocus us)
 
     def set_pager(self, pager: Pager) -> None:
         """Show another query; its count and first page are read in a worker (the table is empty until then)."""
@@ -101,7 +109,8 @@ class TicketTable(ScrollView, can_focus=True):
         self.cursor = 0
         self.scroll_to(y=0, animate=False)
         self._requested.clear()
-        self.loading = True
+        self.reading = True
+        self.refresh()
         self._snapshot(pager, 0, max(self.size.height, 1))
 
     def reload(self) -> None:
@@ -128,7 +137,7 @@ class TicketTable(ScrollView, can_focus=True):
         current = self.current_row()
         pager.install(total, pages, where)
         self._requested.clear()
-        self.loading = False
+        self.reading = False
         self._resize()
         if current is not None:
             for index in range(first, min(total, last + 1)):
@@ -245,7 +254,9 @@ class TicketTable(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         index = int(self.scroll_offset.y) + y
         base = self.rich_style
-        if self.pager is None or index >= self.pager.total:
+        if self.pager is None or index >= self.pager.total or self.reading:
+            if y == 0 and self.reading:
+                return Strip([Segment(set_cell_size(" reading…", width), base + Style(dim=True, italic=True))])
             return Strip.blank(width, base)
         row = self.pager.cached(index)
         if row is None:
@@ -291,7 +302,13 @@ class TicketTable(ScrollView, can_focus=True):
 class TableHeader(Widget):
     """The column headings, following the table's width."""
 
+    sort: str | None = None
+
+    def show_sort(self, sort: str | None) -> None:
+        self.sort = sort
+        self.refresh()
+
     def render(self):
         from rich.text import Text
 
-        return Text(header_text(self.size.width), style="bold", no_wrap=True, overflow="crop")
+        return Text(header_text(self.size.width, self.sort), style="bold", no_wrap=True, overflow="crop")
