@@ -507,15 +507,16 @@ SORT_FIELDS = {
 
 
 def person_sort_key(name: str):
-    """The requester's name (else address) or the assignee's login, as a correlated subquery so
-    sorting needs no join in the paged query; unassigned sorts with NULLs (first ascending on SQLite)."""
+    """The requester's name (else address) or the assignee's login, lower-cased, as a correlated
+    subquery so the paged query needs no join; unassigned is '' (first ascending) on every database."""
     T = Ticket.__table__.c
     if name == "requester":
         C = Customer.__table__.c
         return (sa.select(sa.func.lower(sa.func.coalesce(sa.func.nullif(C.name, ""), C.email)))
                 .where(C.id == T.requester_id).scalar_subquery())
     A = Agent.__table__.c
-    return sa.select(sa.func.lower(A.login)).where(A.id == T.assignee_id).scalar_subquery()
+    return sa.func.coalesce(
+        sa.select(sa.func.lower(A.login)).where(A.id == T.assignee_id).scalar_subquery(), "")
 
 
 def sort_order(spec: str | None) -> list:
