@@ -156,24 +156,41 @@ async def measure(db_path: Path, cache_kib: int | None) -> None:
             load_ticket(database, row.id)
             loads.append(time.perf_counter() - t)
         print(f"open ticket, data (thread, customer's tickets, history): median {ms(sorted(loads)[10])}")
+        painted: dict = {}
+        real_display = app._display
+
+        def display(screen, renderable) -> None:
+            """Every frame the compositor hands to the (headless) driver passes here."""
+            want = painted.get("want")
+            if (renderable is not None and want is not None and "at" not in painted
+                    and isinstance(screen, TicketScreen) and screen.view is not None
+                    and screen.view.detail["id"] == want):
+                painted["at"] = time.perf_counter()
+                painted["event"].set()
+            return real_display(screen, renderable)
+
+        app._display = display
+
         async def open_ticket(rest: float) -> float:
-            """enter → the ticket screen composed with its title and thread mounted (painted on the next frame)."""
+            """enter → the first frame painted with the ticket in it.  Waits on an event set by the
+            frame itself: polling the screen every 0.5 ms (as this script once did) slows the loop it measures."""
             table.action_cursor(1)
             await until(drawn)
             await pilot.pause(rest)
+            painted.clear()
+            painted.update(want=table.current_row().id, event=asyncio.Event())
             t = time.perf_counter()
             table.action_open()
-            await until(lambda: isinstance(app.screen, TicketScreen) and app.screen.is_mounted
-                        and app.screen.view is not None and bool(app.screen.query(".msg")))
-            await asyncio.sleep(0)
-            took = time.perf_counter() - t
+            await asyncio.wait_for(painted["event"].wait(), 10)
+            took = painted["at"] - t
+            painted.clear()
             app.pop_screen()
             await pilot.pause(0.3)
             return took
 
         for label, rest in (("after the cursor rested (read ahead)", 0.3), ("straight after a move (no read-ahead)", 0.0)):
-            opens = [await open_ticket(rest) for _ in range(7)]
-            print(f"open ticket {label}, enter → thread mounted: median {ms(sorted(opens)[3])}, "
+            opens = [await open_ticket(rest) for _ in range(15)]
+            print(f"open ticket {label}, enter → first frame with the ticket: median {ms(sorted(opens)[7])}, "
                   f"worst {ms(max(opens))} (target < 50 ms)")
 
         t = time.perf_counter()

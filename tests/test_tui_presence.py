@@ -246,3 +246,29 @@ def test_two_consoles_see_each_other(database, alice, bob):
                 assert await wait_for(alice_pilot, lambda: "bob is" not in screen_text(alices), 3.0)
 
     asyncio.run(main())
+
+
+def test_queue_rows_mark_tickets_other_agents_have_open(database, alice, bob):
+    """○ someone is viewing, ✎ someone is replying — in the table, following presence live."""
+    from supportdesk.tui.widgets.ticket_table import TicketTable
+
+    replied = new_ticket(database, alice, subject="Being answered")
+    viewed = new_ticket(database, alice, subject="Being read")
+    quiet = new_ticket(database, alice, subject="Nobody here")
+
+    def marks(app) -> dict[str, str]:
+        table = app.screen.query_one(TicketTable)
+        rows = [table.pager.cached(i) for i in range(table.pager.total)]
+        return {row.subject: table.render_line(i).text[0] for i, row in enumerate(rows)}
+
+    async def scenario(app, pilot):
+        with database.write() as session:
+            presence.mark(session, bob.agent_id, {replied: "replying", viewed: "viewing"})
+            presence.mark(session, alice.agent_id, {quiet: "viewing"})  # her own presence is not marked
+        assert await wait_for(pilot, lambda: marks(app).get("Being answered") == "✎", 3.0)
+        assert marks(app) == {"Being answered": "✎", "Being read": "○", "Nobody here": " "}
+        with database.write() as session:
+            presence.leave(session, bob.agent_id)
+        assert await wait_for(pilot, lambda: set(marks(app).values()) == {" "}, 3.0)
+
+    run(database, scenario, poll=0.1)

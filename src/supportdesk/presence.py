@@ -79,6 +79,25 @@ def others(session: Session, ticket_id: int, agent_id: int | None, now: datetime
     return sorted(rows, key=lambda s: (s.activity != "replying", s.login))
 
 
+def on_tickets(session: Session, ticket_ids: Iterable[int], login: str | None,
+               now: datetime | None = None) -> dict[int, str]:
+    """For a page of the queue: which of these tickets other agents have open ("replying" wins)."""
+    ids = list(ticket_ids)
+    if not ids:
+        return {}
+    now = now or utcnow()
+    A = Agent.__table__.c
+    stmt = (sa.select(P.ticket_id, P.activity).join(Agent.__table__, A.id == P.agent_id)
+            .where(P.ticket_id.in_(ids), P.seen_at >= now - STALE))
+    if login is not None:
+        stmt = stmt.where(A.login != login)
+    found: dict[int, str] = {}
+    for ticket_id, activity in session.execute(stmt):
+        if found.get(ticket_id) != "replying":
+            found[ticket_id] = activity
+    return found
+
+
 def purge(session: Session, now: datetime | None = None) -> int:
     """Delete rows nobody refreshed within STALE (crashed consoles)."""
     now = now or utcnow()

@@ -51,6 +51,7 @@ class Row:
     created_at: datetime
     due: datetime | None
     version: int
+    others: str = ""  # another agent has it open: "viewing" or "replying" (queue pages only)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Pager:
     def __init__(self, database: Database, query: Query, make_ctx: Callable[[], QueryContext],
                  sort: str | None = None):
         self.database, self.query, self.make_ctx, self.sort = database, query, make_ctx, sort
+        self.me = make_ctx().me
         self.total = 0
         self.pages: dict[int, list[Row]] = {}
         self.generation = 0
@@ -160,7 +162,7 @@ class Pager:
         if self.sort:
             stmt = sa.select(T.id).where(where).order_by(*sort_order(self.sort)).limit(PAGE).offset(number * PAGE)
             with self.database.read() as session:
-                return rows_for(session, list(session.execute(stmt).scalars()))
+                return rows_for(session, list(session.execute(stmt).scalars()), self.me)
         stmt = sa.select(T.id).where(where).order_by(T.created_at.desc(), T.id.desc()).limit(PAGE)
         before = pages.get(number - 1)
         if before and len(before) == PAGE:
@@ -171,10 +173,11 @@ class Pager:
             stmt = stmt.offset(number * PAGE)
         with self.database.read() as session:
             ids = list(session.execute(stmt).scalars())
-            return rows_for(session, ids)
+            return rows_for(session, ids, self.me)
 
 
-def rows_for(session: Session, ids: list[int]) -> list[Row]:
+def rows_for(session: Session, ids: list[int], me: str | None = None) -> list[Row]:
+    """Table rows in the order of `ids`; given `me`, marked with other agents' presence."""
     if not ids:
         return []
     C, A = Customer.__table__.c, Agent.__table__.c
@@ -186,6 +189,7 @@ def rows_for(session: Session, ids: list[int]) -> list[Row]:
         .where(T.id.in_(ids))
     )
     by_id = {}
+    seen = presence.on_tickets(session, ids, me) if me is not None else {}
     for r in session.execute(stmt):
         due = r.due
         if isinstance(due, str):
@@ -193,7 +197,7 @@ def rows_for(session: Session, ids: list[int]) -> list[Row]:
         if due is not None and due.tzinfo is None:
             due = due.replace(tzinfo=timezone.utc)
         by_id[r.id] = Row(r.id, r.subject, r.status, r.priority, r.name or r.email, r.login, r.created_at, due,
-                          r.version)
+                          r.version, seen.get(r.id, ""))
     return [by_id[i] for i in ids if i in by_id]
 
 

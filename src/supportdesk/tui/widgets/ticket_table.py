@@ -45,6 +45,8 @@ HEADINGS = {"sel": "", "id": "#", "requester": "Requester", "subject": "Subject"
             "priority": "Prio", "assignee": "Assign", "age": "Age", "sla": "SLA"}
 
 
+PRESENCE_MARK = {"viewing": "○", "replying": "✎"}  # another agent has the ticket open
+
 SORT_COLUMNS = {"id": "id", "requester": "requester", "subject": "subject", "status": "status",
                 "priority": "priority", "assignee": "assignee", "age": "created", "sla": "sla"}  # column → sort field
 
@@ -280,7 +282,9 @@ class TicketTable(ScrollView, can_focus=True):
 
     def _cell(self, row: Row, name: str) -> tuple[str, Style | None]:
         if name == "sel":
-            return ("●" if row.id in self.selected else " "), Style(color="magenta", bold=True)
+            if row.id in self.selected:
+                return "●", Style(color="magenta", bold=True)
+            return PRESENCE_MARK.get(row.others, " "), Style(color="yellow", bold=row.others == "replying")
         if name == "id":
             return str(row.id), None
         if name == "requester":
