@@ -318,3 +318,40 @@ def test_limited_agent_sla_check_lists_only_their_queues(as_login, database, bob
     assert listed.output.split() == [str(bob_in_billing[2])]
     everything = as_login("alice", "sla", "check", "--within", "1h", "--format", "ids", "--dry-run").output.split()
     assert sorted(everything) == sorted(str(i) for i in bob_in_billing)
+
+
+def test_a_running_console_follows_a_change_of_the_agents_queues(database, tickets):
+    """An admin limits bob while his console runs: within a poll his list, counts and the
+    ticket he has open follow (the ticket closes with the reason); lifting the limit shows all again."""
+    from tests.test_tui import settle, wait_for
+    from supportdesk.tui.screens.ticket import TicketScreen
+
+    general1, _, billing = tickets
+
+    async def main():
+        app = SupportDeskApp(database, Settings(), "bob", poll_seconds=0.1)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(app, pilot)
+            table = app.screen.query_one(TicketTable)
+            sidebar = app.screen.query_one(Sidebar)
+            assert table.pager.total == 3
+            app.open_ticket(general1)
+            await settle(app, pilot)
+            assert isinstance(app.screen, TicketScreen)
+            with database.write() as session:
+                set_agent_queues(session, "bob", ["Billing"])
+            assert await wait_for(pilot, lambda: isinstance(app.screen, QueueScreen), 3.0)
+            def noticed(text: str) -> bool:
+                return any(text in n.message for n in app._notifications)
+
+            assert await wait_for(pilot, lambda: noticed("queues were changed"))
+            assert await wait_for(pilot, lambda: noticed(f"ticket #{general1} is not in your queues"))
+            assert await wait_for(pilot, lambda: table.pager.total == 1, 3.0)
+            assert await wait_for(pilot, lambda: [v.name for v in sidebar.views if v.kind == "queue"] == ["Billing"])
+            assert await wait_for(pilot, lambda: sidebar.counts.get("All") == 1)
+            with database.write() as session:
+                set_agent_queues(session, "bob", None)
+            assert await wait_for(pilot, lambda: table.pager.total == 3, 3.0)
+            assert app.queue_ids is None
+
+    asyncio.run(main())

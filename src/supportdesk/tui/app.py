@@ -253,8 +253,24 @@ class SupportDeskApp(App):
 
     @work(thread=True, exclusive=True, group="health")
     def refresh_health(self) -> None:
+        """The status bar's numbers, and the agent's queue restriction: an admin may change it while we run."""
         result = health(self.database, self.now())
+        queue_ids = visible_queues(self.database, self.login)
         self.call_from_thread(self._show_health, result)
+        if queue_ids != self.queue_ids:
+            self.call_from_thread(self._restriction_changed, queue_ids)
+
+    def _restriction_changed(self, queue_ids: frozenset[int] | None) -> None:
+        """Every read after this is limited anew; the list and the sidebar re-read, and a ticket
+        out of reach closes (its next check is refused)."""
+        self.queue_ids = queue_ids
+        self._prefetched = None
+        self.notify("Your queues were changed by an admin", markup=False)
+        for screen in self.screen_stack:
+            if isinstance(screen, QueueScreen):
+                screen.load_views()
+        if hasattr(self.screen, "data_changed"):
+            self.screen.data_changed()
 
     def _show_health(self, result: Health) -> None:
         self.health_cache = result

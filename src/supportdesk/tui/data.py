@@ -257,6 +257,12 @@ def load_ticket(database: Database, ticket_id: int, now: datetime | None = None,
     return TicketView(detail, events, others, targets)
 
 
+def check_ticket_access(database: Database, ticket_id: int, queue_ids: frozenset[int] | None) -> None:
+    """ForbiddenError when the ticket is outside the agent's queues (which may have changed)."""
+    with database.read() as session:
+        check_access(session, Actor("", queue_ids=queue_ids), [ticket_id])
+
+
 def split_quote(body: str) -> tuple[str, str]:
     return quote_split(body or "")
 
@@ -508,7 +514,7 @@ def arrivals(database: Database, login: str, ticket_id: int, after_id: int) -> l
 
 
 def visible_queues(database: Database, login: str) -> frozenset[int] | None:
-    """The queues this agent is limited to (None: all); read when the console starts."""
+    """The queues this agent is limited to (None: all); read at start and after every change."""
     from supportdesk.permissions import visible_queue_ids
 
     with database.read() as session:

@@ -73,8 +73,13 @@ class QueueScreen(TicketActions, Screen):
         self.app.call_from_thread(self.start, views)
 
     def start(self, views: list[View]) -> None:
-        """The views are read: show the first one (or the query given on the command line)."""
+        """The views are read: show the first one (or the query given on the command line);
+        read again later (the agent's queues changed), keep what is shown."""
         sidebar = self.query_one(Sidebar)
+        if self.table.pager is not None:
+            sidebar.set_views(views)
+            self.data_changed()
+            return
         sidebar.set_views(views)
         start = next(i for i, v in enumerate(views) if v.name == "All" and v.kind == "builtin")
         if self.app.initial_query:

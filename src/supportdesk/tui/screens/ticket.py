@@ -17,7 +17,7 @@ from supportdesk.text import clean_line, clean_text
 from supportdesk.tickets import ForbiddenError, NotFoundError
 from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import (
-    OTHER_TICKETS, TicketView, load_ticket, safe_filename, save_attachment, split_quote, ticket_presence, ticket_version,
+    OTHER_TICKETS, TicketView, check_ticket_access, load_ticket, safe_filename, save_attachment, split_quote, ticket_presence, ticket_version,
 )
 from supportdesk.tui.screens.modals import ChoiceModal, InputModal
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
@@ -342,7 +342,11 @@ class TicketScreen(TicketActions, Screen):
             view = None
             if version != self.version and self.view is not None:
                 view = load_ticket(self.app.database, self.ticket_id, self.app.now(), self.app.queue_ids)
-        except (NotFoundError, ForbiddenError):
+            elif version is not None and self.app.queue_ids is not None:
+                check_ticket_access(self.app.database, self.ticket_id, self.app.queue_ids)
+        except (NotFoundError, ForbiddenError) as exc:
+            if not worker.is_cancelled:
+                self.app.call_from_thread(self._gone, str(exc))
             return
         if worker.is_cancelled:
             return
