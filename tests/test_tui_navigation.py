@@ -209,6 +209,13 @@ def test_a_ticket_read_that_fails_says_why_and_stays_on_the_list(database, alice
     run(database, scenario)
 
 
+def test_no_animations_unless_asked_for(database, monkeypatch):
+    monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
+    assert make_app(database).animation_level == "none"
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "full")
+    assert make_app(database).animation_level == "full"
+
+
 def test_settings_default_palette_is_ctrl_p():
     assert Settings().console_keys == {}
     from supportdesk.tui.keymap import DEFAULT_KEYS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -123,6 +124,8 @@ class SupportDeskApp(App):
         self.drafts: dict[tuple[int, str], str] = {}  # newest draft per (ticket, kind), ahead of its save
         self._draft_lock = threading.Lock()
         self.theme = "textual-dark"
+        if "TEXTUAL_ANIMATIONS" not in os.environ:  # no animations unless asked for (TEXTUAL_ANIMATIONS=full)
+            self.animation_level = "none"
         self.set_keymap(settings.console_keys)
 
     def now(self) -> datetime:
