@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from supportdesk.config import ConfigError, Settings, parse_settings
-from supportdesk.models import Draft, Ticket
+from supportdesk.models import Draft, Queue, Ticket
 from supportdesk.tickets import Changes, add_message, get_ticket, update_ticket
 from supportdesk.tui.app import SupportDeskApp
 from supportdesk.tui.screens.compose import ComposeScreen
@@ -221,3 +221,35 @@ def test_settings_default_palette_is_ctrl_p():
     from supportdesk.tui.keymap import DEFAULT_KEYS
 
     assert DEFAULT_KEYS["app.palette"] == "ctrl+p"
+
+
+def test_priority_assign_and_move_keys_on_the_ticket_screen(database, alice, bob):
+    """p, a, m (the key table's rest) change the open ticket and the screen shows the result."""
+    from supportdesk.tickets import ensure_queue
+
+    ticket_id = new_ticket(database, alice, subject="Route me")
+    with database.write() as session:
+        ensure_queue(session, "Billing", "billing@example.test")
+
+    async def choose(app, pilot, key: str, value: str) -> None:
+        await pilot.press(key)
+        await settle(app, pilot)  # the agents and queues are read in a worker
+        assert isinstance(app.screen, ChoiceModal)
+        await pilot.press("home", *["down"] * app.screen.values.index(value), "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, TicketScreen)
+
+    async def scenario(app, pilot):
+        app.open_ticket(ticket_id)
+        await settle(app, pilot)
+        await choose(app, pilot, "p", "urgent")
+        await choose(app, pilot, "a", "bob")
+        await choose(app, pilot, "m", "Billing")
+        side = str(app.screen.query_one("#side-text").content)
+        assert "urgent" in side and "assignee: bob" in side and "Billing" in side
+
+    run(database, scenario)
+    with database.read() as session:
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket.priority == "urgent" and ticket.assignee_id == bob.agent_id
+        assert session.get(Queue, ticket.queue_id).name == "Billing"
