@@ -3,6 +3,7 @@ database when SUPPORTDESK_TEST_DATABASE_URL names a server), actors, a CLI runne
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -61,6 +62,36 @@ def postgres_server():
     directory, url = started.stdout.split()
     yield url
     subprocess.run([str(script), "stop", directory], capture_output=True)
+
+
+_OWN_DATABASES = itertools.count(1)
+
+
+@pytest.fixture
+def empty_postgres(postgres_server):
+    """A new, empty PostgreSQL database (no schema), dropped afterwards: for tests that must run
+    on PostgreSQL whatever database the rest of the run uses."""
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    name = f"sdtest_{os.getpid()}_own_{next(_OWN_DATABASES)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres(empty_postgres):
+    """A migrated PostgreSQL database of its own with the General queue and alice, an admin."""
+    database = Database(empty_postgres)
+    database.upgrade()
+    with database.write() as session:
+        ensure_queue(session, "General", "support@example.test")
+        add_agent(session, "alice", name="Alice", role="admin")
+    yield database
+    database.close()
 
 
 class PostgresDatabases:

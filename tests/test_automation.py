@@ -20,9 +20,9 @@ from supportdesk.tickets import (
     get_ticket,
     update_ticket,
 )
+from tests.samples import ALWAYS, always_sla
 
 UTC = timezone.utc
-ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
@@ -276,25 +276,7 @@ CONFIG = '''
 name = "support"
 address = "support@example.test"
 queue = "General"
-
-[[calendar]]
-name = "always"
-timezone = "UTC"
-[calendar.hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-
-[[sla]]
-name = "default"
-calendar = "always"
-first_response = 60
-resolution = 600
-
+''' + always_sla(first_response=60, resolution=600) + '''
 [[rule]]
 name = "acme is VIP"
 match = "from:@acme.test"

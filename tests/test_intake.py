@@ -10,8 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import pytest
@@ -25,32 +23,17 @@ from supportdesk.mail.intake import ingest_bytes, process_pending, release_quara
 from supportdesk.models import Message, Outbox, RawMessage, Ticket, utcnow
 from supportdesk.tickets import Actor, Changes, update_ticket
 from tests.conftest import CORPUS
-
-SUPPORT = "support@example.test"
+from tests.samples import SUPPORT, intake_settings, mail
 
 
 def settings_for(account=None, **box) -> Settings:
-    mailbox = MailboxConfig(name="support", address=SUPPORT, queue="General")
-    if account is not None:
-        mailbox = MailboxConfig(
-            name="support", address=SUPPORT, queue="General", imap_host=account.host, imap_port=account.port,
-            imap_security="none", imap_user=account.user, imap_password=Secret(None, "imap_password", plain=account.password),
-            **box,
-        )
-    return Settings(mailboxes=[mailbox], tickets=TicketsConfig(subject_tag="Support", autoreply=True, reopen_days=14))
-
-
-def mail(subject="Printer on fire", sender="Bob <bob@acme.test>", body="It is on fire.", **headers) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = SUPPORT
-    msg["Subject"] = subject
-    msg["Message-ID"] = headers.pop("message_id", make_msgid(domain="acme.test"))
-    msg["Date"] = format_datetime(utcnow())
-    for name, value in headers.items():
-        msg[name.replace("_", "-")] = value
-    msg.set_content(body)
-    return bytes(msg)
+    if account is None:
+        return intake_settings()
+    return intake_settings(MailboxConfig(
+        name="support", address=SUPPORT, queue="General", imap_host=account.host, imap_port=account.port,
+        imap_security="none", imap_user=account.user, imap_password=Secret(None, "imap_password", plain=account.password),
+        **box,
+    ))
 
 
 def append(account, *messages: bytes, folder="INBOX") -> None:

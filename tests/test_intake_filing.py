@@ -5,44 +5,19 @@ from __future__ import annotations
 import json
 import re
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 
 import pytest
 import sqlalchemy as sa
 
 import supportdesk.mail.filing as filing
 import supportdesk.mail.intake as intake
-from supportdesk.config import MailboxConfig, Settings, TicketsConfig
 from supportdesk.db import Database
 from supportdesk.mail.intake import process_pending, store_raw
 from supportdesk.models import (
     Attachment, Customer, Event, Message, Organization, Outbox, Participant, RawMessage, Tag, Ticket, TicketTag,
-    utcnow,
 )
 from supportdesk.tickets import add_agent, ensure_queue
-
-SUPPORT = "support@example.test"
-
-
-def settings(**tickets) -> Settings:
-    box = MailboxConfig(name="support", address=SUPPORT, queue="General")
-    return Settings(mailboxes=[box], tickets=TicketsConfig(subject_tag="Support", autoreply=True, **tickets))
-
-
-def mail(subject="Printer on fire", sender="Bob <bob@acme.test>", body="It is on fire.", attachment=None,
-         **headers) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = SUPPORT
-    msg["Subject"] = subject
-    msg["Message-ID"] = headers.pop("message_id", make_msgid(domain="acme.test"))
-    msg["Date"] = format_datetime(utcnow())
-    for name, value in headers.items():
-        msg[name.replace("_", "-")] = value
-    msg.set_content(body)
-    if attachment:
-        msg.add_attachment(attachment, maintype="application", subtype="octet-stream", filename="data.bin")
-    return bytes(msg)
+from tests.samples import SUPPORT, intake_settings as settings, mail
 
 
 def a_mixed_batch() -> list[bytes]:
@@ -259,30 +234,6 @@ def test_outbox_rows_of_batched_acknowledgements_are_deliverable(database):
             message.to_addrs)
         assert f"<{message.message_id}>".encode() in row.raw
         assert f"[Support #{row.ticket_id}]".encode() in row.raw
-
-
-@pytest.fixture
-def postgres(postgres_server):
-    """A migrated PostgreSQL database of its own, dropped afterwards."""
-    import os
-
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import NullPool
-
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"sdtest_{os.getpid()}_intake"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    database = Database(make_url(postgres_server).set(database=name).render_as_string(hide_password=False))
-    database.upgrade()
-    with database.write() as session:
-        ensure_queue(session, "General", SUPPORT)
-    yield database
-    database.close()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def test_batch_filing_on_postgresql(postgres):

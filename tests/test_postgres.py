@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import time
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
 from supportdesk.cli.main import app
@@ -24,34 +21,10 @@ from supportdesk.demo import seed
 from supportdesk.listing import ticket_ids
 from supportdesk.models import Message, Ticket, utcnow
 from supportdesk.query import QueryContext
-from supportdesk.tickets import add_agent, create_ticket, ensure_queue, merge_tickets, resolve_actor
+from supportdesk.tickets import add_agent, create_ticket, merge_tickets, resolve_actor
 from supportdesk.transfer import export_tickets
 
 CTX = QueryContext()
-
-
-@pytest.fixture
-def empty_postgres(postgres_server):
-    """A new, empty PostgreSQL database (no schema); dropped afterwards."""
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"sdtest_{os.getpid()}_empty_{id(admin)}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
-@pytest.fixture
-def postgres(empty_postgres):
-    database = Database(empty_postgres)
-    database.upgrade()
-    with database.write() as session:
-        ensure_queue(session, "General", "support@example.test")
-        add_agent(session, "alice", name="Alice", role="admin")
-    yield database
-    database.close()
 
 
 @pytest.fixture

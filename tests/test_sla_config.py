@@ -20,26 +20,9 @@ from supportdesk.config import ConfigError, parse_settings
 from supportdesk.models import Ticket
 from supportdesk.sla import policy as sla_policy
 from supportdesk.tickets import Actor, create_ticket, get_ticket
+from tests.samples import ALWAYS, always_sla
 
-ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-GOOD = '''
-[[calendar]]
-name = "always"
-timezone = "UTC"
-[calendar.hours]
-mon = ["00:00-24:00"]
-tue = ["00:00-24:00"]
-wed = ["00:00-24:00"]
-thu = ["00:00-24:00"]
-fri = ["00:00-24:00"]
-sat = ["00:00-24:00"]
-sun = ["00:00-24:00"]
-
-[[sla]]
-name = "default"
-calendar = "always"
-first_response = 60
-
+GOOD = always_sla(first_response=60) + '''
 [[escalation]]
 name = "late"
 match = "sla:breached"

@@ -22,8 +22,9 @@ from typing import Iterator
 from supportdesk.db import BUSY_TIMEOUT_MS, SCHEMA_REVISION, Database, DatabaseError, known_revisions
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-# What the FTS triggers of migration 0001 build for a ticket: every message's
-# "subject SEP body" in id order, joined by SEP (U+E000 between spaces).
+# The SQLite full-text document of ticket `t` (what the triggers of migration 0001 build, and what
+# bulk writers, check and repair build): every message's "subject SEP body" in id order, joined by
+# SEP (U+E000 between spaces).
 SEP = "' ' || char(57344) || ' '"
 FTS_DOCUMENT = (
     f"coalesce((SELECT group_concat(d, {SEP}) FROM (SELECT subject || {SEP} || body_text AS d "
@@ -179,7 +180,7 @@ def restore(source: Path, target: Path, *, force: bool = False) -> str:
         for suffix in ("-wal", "-shm", "-journal"):
             Path(f"{target}{suffix}").unlink(missing_ok=True)
         os.replace(temp, target)
-        _fsync_dir(target.parent)
+        _fsync(target.parent)
     except OSError as exc:
         raise DatabaseError(f"cannot restore {target}: {exc.strerror or exc}") from None
     finally:
@@ -277,11 +278,7 @@ def _checkpoint(temp: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    fd = os.open(temp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(temp)
 
 
 def _match_ownership(temp: Path, target: Path) -> None:
@@ -300,8 +297,9 @@ def _match_ownership(temp: Path, target: Path) -> None:
         pass
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """A file's data, or a directory's entries (a rename), on disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

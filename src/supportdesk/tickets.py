@@ -478,21 +478,20 @@ def bulk_update(
             if current.get(tid) != version:
                 raise ConflictError(f"ticket #{tid} was changed by someone else meanwhile; reload and try again")
 
-    differs = [column.is_distinct_from(_bind_for(column, values[key])) for key, column in
-               ((k, getattr(T, k)) for k in values if k != "priority_rank")]
-    tag_ids_to_add = [t.id for t in add_tags]
+    field_differs = [column.is_distinct_from(_bind_for(column, values[key])) for key, column in
+                     ((k, getattr(T, k)) for k in values if k != "priority_rank")]
+    tag_differs = []
     TT, G = TicketTag.__table__.c, Tag.__table__.c
-    if tag_ids_to_add:
-        for tag_id in tag_ids_to_add:
-            differs.append(~sa.exists(sa.select(1).where(TT.ticket_id == T.id, TT.tag_id == tag_id)))
+    for tag in add_tags:
+        tag_differs.append(~sa.exists(sa.select(1).where(TT.ticket_id == T.id, TT.tag_id == tag.id)))
     remove_ids = []
     if remove_tags:
         remove_ids = list(session.execute(sa.select(G.id).where(G.name.in_(remove_tags))).scalars())
         if remove_ids:
-            differs.append(sa.exists(sa.select(1).where(TT.ticket_id == T.id, TT.tag_id.in_(remove_ids))))
-    if not differs:
+            tag_differs.append(sa.exists(sa.select(1).where(TT.ticket_id == T.id, TT.tag_id.in_(remove_ids))))
+    if not field_differs and not tag_differs:
         return 0
-    changed_condition = sa.and_(in_scope, sa.or_(*differs))
+    changed_condition = sa.and_(in_scope, sa.or_(*field_differs, *tag_differs))
     changed = session.execute(sa.select(sa.func.count()).where(changed_condition)).scalar_one()
     if not changed:
         return 0
@@ -508,6 +507,7 @@ def bulk_update(
                 sa.cast(old_expr, sa.String), sa.literal(new_text, sa.String),
             ).where(in_scope, column.is_distinct_from(_bind_for(column, values[_value_key(name)]))),
         ))
+    _bump_versions(session, in_scope, field_differs, tag_differs, values, changes.status, now)
     for tag in add_tags:
         missing = sa.and_(in_scope, ~sa.exists(sa.select(1).where(TT.ticket_id == T.id, TT.tag_id == tag.id)))
         session.execute(E.insert().from_select(
@@ -515,7 +515,6 @@ def bulk_update(
             sa.select(T.id, sa.literal(actor.login), sa.literal(now, E.c.at.type), sa.literal("tag"),
                       sa.null(), sa.literal(tag.name)).where(missing),
         ))
-        _touch_versions(session, missing, now)
         session.execute(TicketTag.__table__.insert().from_select(
             ["ticket_id", "tag_id"], sa.select(T.id, sa.literal(tag.id)).where(
                 T.id.in_(ids), ~sa.exists(sa.select(1).where(TT.ticket_id == T.id, TT.tag_id == tag.id)))
@@ -528,30 +527,8 @@ def bulk_update(
                 sa.select(T.id, sa.literal(actor.login), sa.literal(now, E.c.at.type), sa.literal("tag"),
                           sa.literal(tag_name), sa.null()).where(having),
             ))
-            _touch_versions(session, having, now)
             session.execute(TicketTag.__table__.delete().where(TT.tag_id == tag_id, TT.ticket_id.in_(ids)))
 
-    if values:
-        scalar_changed = sa.and_(in_scope, sa.or_(*[
-            getattr(T, k).is_distinct_from(_bind_for(getattr(T, k), v)) for k, v in values.items()
-            if k != "priority_rank"
-        ]))
-        extra = {}
-        if changes.status:
-            entering = T.status.is_distinct_from(changes.status)
-            if changes.status == "solved":
-                extra["solved_at"] = sa.case((entering, sa.literal(now, T.solved_at.type)), else_=T.solved_at)
-            elif changes.status == "closed":
-                extra["closed_at"] = sa.case((entering, sa.literal(now, T.closed_at.type)), else_=T.closed_at)
-                extra["solved_at"] = sa.func.coalesce(T.solved_at, sa.literal(now, T.solved_at.type))
-            else:
-                extra["solved_at"] = None
-                extra["closed_at"] = None
-        session.execute(
-            sa.update(Ticket.__table__).where(scalar_changed)
-            .values(version=T.version + 1, updated_at=sa.literal(now, T.updated_at.type), **extra, **values)
-            .execution_options(synchronize_session=False)
-        )
     session.expire_all()
     return changed
 
@@ -572,11 +549,38 @@ def _event_text(value) -> str | None:
     return str(value)
 
 
-def _touch_versions(session: Session, condition, now: datetime) -> None:
+def _bump_versions(session: Session, in_scope, field_differs: list, tag_differs: list, values: dict,
+                   status: str | None, now: datetime) -> None:
+    """One version step for each changed ticket, however many fields and tags change: those whose
+    tags alone change step here (before the tag rows move), the others with their fields.
+
+    The "no field differs" test stays a grouped NOT: folded into `status IS 'closed'` it makes
+    SQLite walk the status index instead of the ids (4× slower at 100,000 tickets)."""
     T = Ticket.__table__.c
-    session.execute(sa.update(Ticket.__table__).where(condition).values(
-        version=T.version + 1, updated_at=sa.literal(now, T.updated_at.type)
-    ))
+    bump = {"version": T.version + 1, "updated_at": sa.literal(now, T.updated_at.type)}
+    if tag_differs:
+        tags_only = [in_scope, sa.or_(*tag_differs)]
+        if field_differs:
+            tags_only.append(sa.not_(sa.or_(*field_differs).self_group()))
+        session.execute(sa.update(Ticket.__table__).where(*tags_only).values(**bump))
+    if not field_differs:
+        return
+    extra = {}
+    if status:
+        entering = T.status.is_distinct_from(status)
+        if status == "solved":
+            extra["solved_at"] = sa.case((entering, sa.literal(now, T.solved_at.type)), else_=T.solved_at)
+        elif status == "closed":
+            extra["closed_at"] = sa.case((entering, sa.literal(now, T.closed_at.type)), else_=T.closed_at)
+            extra["solved_at"] = sa.func.coalesce(T.solved_at, sa.literal(now, T.solved_at.type))
+        else:
+            extra["solved_at"] = None
+            extra["closed_at"] = None
+    session.execute(
+        sa.update(Ticket.__table__).where(in_scope, sa.or_(*field_differs))
+        .values(**bump, **extra, **values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _id_selectable(session: Session, ticket_ids: Sequence[int]):

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from supportdesk.db import touch
 from supportdesk.listing import events_by_ticket, messages_for, ticket_summaries
+from supportdesk.maintenance import FTS_DOCUMENT
 from supportdesk.models import (
     CHANNELS, DELIVERY_STATES, MESSAGE_KINDS, PRIORITIES, PRIORITY_RANK, STATUSES, SYSTEM_ACTOR, Agent, Attachment,
     Customer, Event, Message, Organization, Outbox, Participant, Queue, Tag, Ticket, TicketTag, utcnow,
@@ -118,6 +119,13 @@ def _choice(record: dict, key: str, choices: Sequence[str], default: str) -> str
     return value
 
 
+def _list(record: dict, key: str) -> list:
+    value = record.get(key, [])
+    if not isinstance(value, list):
+        raise ImportLineError(f"{key} must be a list")
+    return value
+
+
 def check_record(record) -> dict:
     if not isinstance(record, dict):
         raise ImportLineError("each line must be a JSON object (one ticket)")
@@ -145,17 +153,11 @@ def check_record(record) -> dict:
         "messages": [],
         "events": [],
     }
-    tags = record.get("tags", [])
-    if not isinstance(tags, list):
-        raise ImportLineError("tags must be a list")
     try:
-        out["tags"] = [normalize_tag(t) for t in tags if isinstance(t, str)]
+        out["tags"] = [normalize_tag(t) for t in _list(record, "tags") if isinstance(t, str)]
     except InvalidError as exc:
         raise ImportLineError(str(exc)) from None
-    events = record.get("events", [])
-    if not isinstance(events, list):
-        raise ImportLineError("events must be a list")
-    for i, e in enumerate(events):
+    for i, e in enumerate(_list(record, "events")):
         if not isinstance(e, dict) or not isinstance(e.get("field"), str) or not e.get("field"):
             raise ImportLineError(f"events[{i}] must be an object with a field")
         out["events"].append({
@@ -163,10 +165,7 @@ def check_record(record) -> dict:
             "field": e["field"], "old": None if e.get("old") is None else str(e["old"]),
             "new": None if e.get("new") is None else str(e["new"]),
         })
-    messages = record.get("messages", [])
-    if not isinstance(messages, list):
-        raise ImportLineError("messages must be a list")
-    for i, m in enumerate(messages):
+    for i, m in enumerate(_list(record, "messages")):
         if not isinstance(m, dict):
             raise ImportLineError(f"messages[{i}] must be an object")
         kind = m.get("kind")
@@ -332,10 +331,7 @@ def index_text(session: Session, first: int, last: int) -> None:
         ), {"first": first, "last": last})
         return
     session.execute(sa.text(
-        "INSERT INTO ticket_text (rowid, subject, body) SELECT t.id, t.subject, coalesce(("
-        "  SELECT group_concat(d, ' ' || char(57344) || ' ') FROM ("
-        "    SELECT subject || ' ' || char(57344) || ' ' || body_text AS d FROM messages"
-        "    WHERE ticket_id = t.id ORDER BY id)), '') "
+        f"INSERT INTO ticket_text (rowid, subject, body) SELECT t.id, t.subject, {FTS_DOCUMENT} "
         "FROM tickets t WHERE t.id BETWEEN :first AND :last"
     ), {"first": first, "last": last})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import sqlalchemy as sa
 import typer
@@ -12,10 +12,11 @@ from supportdesk.cli.output import Format, write_rows
 from supportdesk.listing import iso
 from supportdesk.models import ROLES, Agent, Queue, Ticket
 from supportdesk.permissions import queue_restrictions, set_agent_queues
-from supportdesk.tickets import InvalidError, add_agent, disable_agent, ensure_queue, get_agent
+from supportdesk.tickets import InvalidError, add_agent, disable_agent, ensure_queue, get_agent, get_queue
 
 app = typer.Typer(help="Manage the agents who work tickets.", no_args_is_help=True)
 queues_app = typer.Typer(help="Manage queues.", no_args_is_help=True)
+SIGNATURE_FILE = typer.Option(..., "--file", help="The signature text, or - for stdin (empty removes it).")
 
 
 @app.command("list")
@@ -66,39 +67,36 @@ def disable(ctx: typer.Context, login: str = typer.Argument(...)):
 def agent_signature(
     ctx: typer.Context,
     login: str = typer.Argument(...),
-    file: str = typer.Option(..., "--file", help="The signature text, or - for stdin (empty removes it)."),
+    file: str = SIGNATURE_FILE,
 ):
     """Set the signature appended to this agent's replies (it wins over the queue's). Your own, or any as admin."""
-    from supportdesk.cli.args import read_body
-    from supportdesk.tickets import get_agent
-    from supportdesk.text import clean_text
-
     app_ctx = app_context(ctx)
     if login.lower() != app_ctx.identity().actor.login:
         app_ctx.require_admin("setting another agent's signature")
-    text = clean_text(read_body(file)).strip()
-    with app_ctx.database().write() as session:
-        get_agent(session, login).signature = text
-    typer.echo(f"Signature of {login} {'set' if text else 'removed'}.")
+    _set_signature(app_ctx, file, login, lambda session: get_agent(session, login))
 
 
 @queues_app.command("signature")
 def queue_signature(
     ctx: typer.Context,
     name: str = typer.Argument(...),
-    file: str = typer.Option(..., "--file", help="The signature text, or - for stdin (empty removes it)."),
+    file: str = SIGNATURE_FILE,
 ):
     """Set the signature appended to replies from this queue (when the agent has none). Admins only."""
-    from supportdesk.cli.args import read_body
-    from supportdesk.tickets import get_queue
-    from supportdesk.text import clean_text
-
     app_ctx = app_context(ctx)
     app_ctx.require_admin("queues signature")
+    _set_signature(app_ctx, file, f"queue {name}", lambda session: get_queue(session, name))
+
+
+def _set_signature(app_ctx, file: str, whose: str, owner: Callable) -> None:
+    """Agents' and queues' signatures are read, cleaned and stored alike (empty removes one)."""
+    from supportdesk.cli.args import read_body
+    from supportdesk.text import clean_text
+
     text = clean_text(read_body(file)).strip()
     with app_ctx.database().write() as session:
-        get_queue(session, name).signature = text
-    typer.echo(f"Signature of queue {name} {'set' if text else 'removed'}.")
+        owner(session).signature = text
+    typer.echo(f"Signature of {whose} {'set' if text else 'removed'}.")
 
 
 @queues_app.command("list")
