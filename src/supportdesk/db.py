@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 # The newest migration this program knows; a test keeps it equal to Alembic's head.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 BUSY_TIMEOUT_MS = 5000
 # After busy_timeout runs out, BEGIN is tried this many times in all, backing off with jitter.
 WRITE_ATTEMPTS = 4

@@ -99,6 +99,7 @@ class Ticket(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_tickets_status_created", "status", "created_at"),
         sa.Index("ix_tickets_queue_status", "queue_id", "status"),
+        sa.Index("ix_tickets_queue_status_assignee", "queue_id", "status", "assignee_id"),
         sa.Index("ix_tickets_assignee_status", "assignee_id", "status"),
         *[_sparse_index("tickets", c) for c in ("first_response_due", "next_response_due", "resolution_due",
                                                  "snoozed_until")],

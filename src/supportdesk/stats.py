@@ -8,8 +8,8 @@ into UTC instants.  Every count is one indexed SQL statement:
   *updated* today can have them (solving, closing and every new message move
   `updated_at` to that instant), so the `updated_at` index bounds the search and the
   per-ticket message and SLA-target indexes do the rest — no scan of all messages;
-- backlog, unassigned and per-agent counts: the (queue, status), (status, created) and
-  (assignee, status) indexes;
+- backlog, unassigned and per-agent counts: one covering read of the (queue, status,
+  assignee) index (migration 0006);
 - SLA breached / due within 1 h: the query language's `sla:breached` and `sla:due<1h`
   (compiled by `query.compile_query`, so the numbers match the console's views).
 
@@ -26,7 +26,7 @@ from datetime import datetime, time, timedelta, timezone, tzinfo
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from supportdesk.models import Agent, MailboxState, Message, Outbox, Ticket, TicketSlaTarget
+from supportdesk.models import Agent, MailboxState, Message, Outbox, Queue, Ticket, TicketSlaTarget
 from supportdesk.query import QueryContext, compile_query, parse_query
 
 OPEN_STATUSES = ("new", "open", "pending", "on_hold")
@@ -157,13 +157,15 @@ def today_stats(session: Session, *, tz: tzinfo = timezone.utc, now: datetime | 
     backlog = {status: 0 for status in OPEN_STATUSES}
     unassigned = 0
     loads: dict[int, list[int]] = {}
-    # Everyone: a covering scan of the (assignee, status) index.  Limited to some queues: the
-    # (queue, status) index — `assignee_id + 0` stops SQLite from scanning the whole assignee index
-    # in GROUP BY order and looking every row up for its queue (35 ms instead of 80 at 100,000).
-    assignee = (T.assignee_id + 0) if queue_ids is not None else T.assignee_id
+    # Grouped in the order of the (queue, status, assignee) index, queues named explicitly (all of
+    # them for everyone): SQLite then reads only the unsolved entries of that index, never a row.
+    # Grouped by (status, assignee) it read every open row for its assignee: 2.1 s for two of three
+    # queues at 1,000,000 tickets, 0.05 s this way.
+    queues = sorted(queue_ids) if queue_ids is not None else sa.select(Queue.__table__.c.id).scalar_subquery()
     for assignee_id, status, n in session.execute(
-        sa.select(assignee, T.status, sa.func.count()).where(T.status.in_(OPEN_STATUSES), mine)
-        .group_by(T.status, assignee)
+        sa.select(T.assignee_id, T.status, sa.func.count())
+        .where(T.queue_id.in_(queues), T.status.in_(OPEN_STATUSES))
+        .group_by(T.queue_id, T.status, T.assignee_id)
     ):
         backlog[status] += n
         if assignee_id is None:

@@ -119,11 +119,12 @@ def ingest(
 
 @quarantine_app.command("list")
 def quarantine_list(ctx: typer.Context, fmt: Format = typer.Option(Format.table, "--format")):
-    """Messages that could not be filed, with the reason."""
+    """Messages that could not be filed, with the reason (your queues' only)."""
     from supportdesk.mail.intake import quarantined
 
-    with app_context(ctx).database().read() as session:
-        rows = quarantined(session)
+    app_ctx = app_context(ctx)
+    with app_ctx.database().read() as session:
+        rows = quarantined(session, app_ctx.settings, app_ctx.identity().actor)
     write_rows(rows, fmt, ("id", "mailbox", "received_at", "size", "message_id", "error"))
     if not rows:
         raise typer.Exit(3)
@@ -136,8 +137,9 @@ def quarantine_show(ctx: typer.Context, raw_id: int = typer.Argument(..., metava
     from supportdesk.mail.intake import raw_bytes
     from supportdesk.text import clean_text
 
-    with app_context(ctx).database().read() as session:
-        data = raw_bytes(session, raw_id)
+    app_ctx = app_context(ctx)
+    with app_ctx.database().read() as session:
+        data = raw_bytes(session, raw_id, app_ctx.settings, app_ctx.identity().actor)
     if raw:
         sys.stdout.buffer.write(data)
         return
@@ -150,7 +152,8 @@ def quarantine_retry(ctx: typer.Context, ids: List[int] = typer.Argument(..., me
     from supportdesk.mail.intake import retry_quarantined
 
     app_ctx = app_context(ctx)
-    report = retry_quarantined(app_ctx.database(), app_ctx.settings, ids)
+    database = app_ctx.database()
+    report = retry_quarantined(database, app_ctx.settings, ids, app_ctx.identity().actor)
     typer.echo(f"{len(report.created) + len(report.appended)} filed, {len(report.quarantined)} still quarantined.")
 
 

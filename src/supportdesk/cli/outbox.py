@@ -85,9 +85,10 @@ def outbox_list(
                                                                "cancelled; several with commas."),
     fmt: Format = typer.Option(Format.table, "--format"),
 ):
-    """Outbound messages, oldest first, with the server's last answer."""
-    with app_context(ctx).database().read() as session:
-        rows = list_outbox(session, status)
+    """Outbound messages, oldest first, with the server's last answer (your queues only)."""
+    app_ctx = app_context(ctx)
+    with app_ctx.database().read() as session:
+        rows = list_outbox(session, status, queue_ids=app_ctx.identity().actor.queue_ids)
     if fmt in (Format.table, Format.csv):
         rows = [dict(r, to=", ".join(r["to"])) for r in rows]
     write_rows(rows, fmt, OUTBOX_COLUMNS)

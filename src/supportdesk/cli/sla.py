@@ -105,10 +105,11 @@ def recompute_command(
     query: Optional[List[str]] = typer.Argument(None, help="Which tickets (default: all not solved or closed)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes for the clock (0: one per CPU, at most 4)."),
 ):
-    """Recompute policies and due times, e.g. after changing [[sla]] or [[calendar]] in the config."""
+    """Recompute policies and due times, e.g. after changing [[sla]] or [[calendar]] in the config (admins)."""
     from supportdesk.sla.policy import recompute
 
     app_ctx = app_context(ctx)
+    app_ctx.require_admin("sla recompute")
     database = app_ctx.database()
     text = " ".join(query or []) or "status:new,open,pending,on_hold"
     with database.write() as session:

@@ -52,7 +52,7 @@ from supportdesk.config import ConfigError, MailboxConfig, Settings, SmtpConfig
 from supportdesk.db import Database, DatabaseError
 from supportdesk.listing import iso
 from supportdesk.models import OUTBOX_UNFINISHED, DELIVERY_STATES, Customer, Message, Outbox, Ticket, utcnow
-from supportdesk.tickets import Actor, ConflictError, InvalidError, NotFoundError, record
+from supportdesk.tickets import Actor, ConflictError, ForbiddenError, InvalidError, NotFoundError, record
 from supportdesk.text import clean_line
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,7 @@ def _move(database: Database, ids: Sequence[int], allowed: tuple[str, ...], targ
         missing = [i for i in ids if i not in rows]
         if missing:
             raise NotFoundError("no outbox message " + ", ".join(f"#{i}" for i in missing))
+        _check_queues(session, actor, [rows[i] for i in ids])
         refused = [refuse(i, rows[i].status) for i in ids if rows[i].status not in allowed]
         if refused:
             raise InvalidError("; ".join(refused) + " (nothing changed)")
@@ -307,19 +308,36 @@ def _move(database: Database, ids: Sequence[int], allowed: tuple[str, ...], targ
     return ids
 
 
+def _check_queues(session: Session, actor: Actor, rows) -> None:
+    """A limited agent retries or cancels only their queues' mail (all or nothing, as for tickets)."""
+    if actor.queue_ids is None:
+        return
+    T = Ticket.__table__.c
+    queue_of = dict(session.execute(sa.select(T.id, T.queue_id).where(T.id.in_({r.ticket_id for r in rows}))).all())
+    outside = [f"#{r.id} (ticket #{r.ticket_id})" for r in rows if queue_of.get(r.ticket_id) not in actor.queue_ids]
+    if outside:
+        raise ForbiddenError(f"outbox {', '.join(outside[:5])} {'is' if len(outside) == 1 else 'are'} "
+                             "not in your queues (nothing changed)")
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 OUTBOX_COLUMNS = ("id", "ticket_id", "status", "attempts", "to", "subject", "created_at", "next_attempt_at",
                   "sent_at", "last_error")
 
 
-def list_outbox(session: Session, status: str | Iterable[str] | None = None) -> list[dict]:
-    """Outbox rows, oldest first; `status` is one state, a comma-separated list or several."""
+def list_outbox(session: Session, status: str | Iterable[str] | None = None, *,
+                queue_ids: frozenset[int] | None = None) -> list[dict]:
+    """Outbox rows, oldest first; `status` is one state, a comma-separated list or several;
+    `queue_ids` (a limited agent's queues) keeps only the mail of tickets in those queues."""
     O, M = Outbox.__table__.c, Message.__table__.c
     query = (sa.select(O.id, O.ticket_id, O.message_id, O.status, O.attempts, O.envelope_from, O.envelope_to,
                        O.created_at, O.next_attempt_at, O.sent_at, O.claimed_by, O.last_error,
                        M.subject, M.message_id.label("message_id_header"), M.auto)
              .join(Message.__table__, M.id == O.message_id).order_by(O.id))
+    if queue_ids is not None:
+        T = Ticket.__table__.c
+        query = query.join(Ticket.__table__, T.id == O.ticket_id).where(T.queue_id.in_(sorted(queue_ids)))
     if status:
         given = [status] if isinstance(status, str) else list(status)
         wanted = [part.strip() for item in given for part in item.split(",") if part.strip()]

@@ -666,18 +666,61 @@ def ingest_interaction(database: Database, settings: Settings, data: dict, actor
 
 # --- quarantine ---------------------------------------------------------------------------------
 
-def quarantined(session: Session) -> list[dict]:
+# Queue limits: raw mail belongs to the queue its mailbox files into (`[[mailbox]] queue`), or,
+# once filed, to its tickets' queues.  A limited agent sees and handles only their queues' raw
+# mail; mail of no known queue (piped in without --mailbox, a mailbox since removed from the
+# config, a queue not created yet) is for admins and agents who work every queue.
+
+def _raw_refusal(session: Session, settings: Settings | None, actor: Actor | None, raw_id: int,
+                 mailbox: str | None, what: str = "quarantined message") -> str | None:
+    """Why `actor` may not see or handle this raw message, or None when they may."""
+    if actor is None or actor.queue_ids is None:
+        return None
+    M, T, Q = Message.__table__.c, Ticket.__table__.c, Queue.__table__.c
+    filed = set(session.execute(sa.select(T.queue_id).join(Message.__table__, M.ticket_id == T.id)
+                                .where(M.raw_message_id == raw_id)).scalars())
+    if filed:
+        return None if filed <= actor.queue_ids else f"{what} #{raw_id} is filed outside your queues"
+    box = _mailbox(settings, mailbox) if settings is not None and mailbox else None
+    queue = None if box is None else session.execute(
+        sa.select(Q.id).where(sa.func.lower(Q.name) == box.queue.lower())).scalar()
+    if queue is None:
+        role = session.execute(sa.select(Agent.__table__.c.role).where(Agent.__table__.c.id == actor.agent_id)).scalar()
+        return None if role == "admin" else (
+            f"{what} #{raw_id} has no known queue (mailbox {clean_line(mailbox or 'none')}): for admins")
+    return None if queue in actor.queue_ids else f"{what} #{raw_id} is not in your queues ({box.queue})"
+
+
+def _check_raw_access(session: Session, settings: Settings | None, actor: Actor | None,
+                      raw_ids: Sequence[int]) -> None:
+    """All or nothing: refuse the batch when any message lies outside the actor's queues."""
+    from supportdesk.tickets import ForbiddenError
+
+    if actor is None or actor.queue_ids is None:
+        return
+    R = RawMessage.__table__.c
+    mailboxes = dict(session.execute(sa.select(R.id, R.mailbox).where(R.id.in_(list(raw_ids)))).all())
+    refused = [why for i in raw_ids if (why := _raw_refusal(session, settings, actor, i, mailboxes.get(i)))]
+    if refused:
+        raise ForbiddenError("; ".join(refused[:3]) + (" …" if len(refused) > 3 else "") + " (nothing changed)")
+
+
+def quarantined(session: Session, settings: Settings | None = None, actor: Actor | None = None) -> list[dict]:
+    """Quarantined messages, oldest first; with a limited `actor`, only those they may handle."""
     R = RawMessage.__table__.c
     rows = session.execute(sa.select(R.id, R.mailbox, R.uid, R.received_at, R.error, R.message_id_header,
                                      sa.func.length(R.raw).label("size"))
                            .where(R.state == QUARANTINED).order_by(R.id)).all()
     return [{"id": r.id, "mailbox": r.mailbox, "uid": r.uid, "received_at": r.received_at.isoformat(),
-             "size": r.size, "message_id": r.message_id_header, "error": r.error} for r in rows]
+             "size": r.size, "message_id": r.message_id_header, "error": r.error} for r in rows
+            if _raw_refusal(session, settings, actor, r.id, r.mailbox) is None]
 
 
-def retry_quarantined(database: Database, settings: Settings, raw_ids: Sequence[int]) -> IntakeReport:
-    """Run quarantined messages through intake again (e.g. after an upgrade)."""
-    _requeue(database, raw_ids)
+def retry_quarantined(database: Database, settings: Settings, raw_ids: Sequence[int],
+                      actor: Actor | None = None) -> IntakeReport:
+    """Run quarantined messages through intake again (e.g. after an upgrade); a limited `actor`
+    only their queues' messages."""
+    _requeue(database, raw_ids, settings, actor)
     report = IntakeReport()
     for raw_id in raw_ids:
         report.merge(process_one(database, settings, raw_id))
@@ -685,11 +728,13 @@ def retry_quarantined(database: Database, settings: Settings, raw_ids: Sequence[
 
 
 def release_quarantined(database: Database, settings: Settings, raw_ids: Sequence[int], actor: Actor) -> list[int]:
-    """Make a ticket of quarantined messages anyway, with whatever text can be recovered."""
+    """Make a ticket of quarantined messages anyway, with whatever text can be recovered (a limited
+    `actor`: only their queues' messages)."""
     R = RawMessage.__table__.c
     created = []
     with database.write() as session:
         _check_quarantined(session, raw_ids)
+        _check_raw_access(session, settings, actor, raw_ids)
         for raw_id in raw_ids:
             raw = session.get(RawMessage, raw_id)
             parsed = parse_message(raw.raw)
@@ -717,17 +762,23 @@ def _check_quarantined(session: Session, raw_ids: Sequence[int]) -> None:
         raise NotFoundError(f"not in quarantine: {', '.join(f'#{i}' for i in missing)}")
 
 
-def _requeue(database: Database, raw_ids: Sequence[int]) -> None:
+def _requeue(database: Database, raw_ids: Sequence[int], settings: Settings | None = None,
+             actor: Actor | None = None) -> None:
     R = RawMessage.__table__.c
     with database.write() as session:
         _check_quarantined(session, raw_ids)
+        _check_raw_access(session, settings, actor, raw_ids)
         session.execute(sa.update(RawMessage.__table__).where(R.id.in_(list(raw_ids))).values(state=STORED, error=None))
 
 
-def raw_bytes(session: Session, raw_id: int) -> bytes:
-    from supportdesk.tickets import NotFoundError
+def raw_bytes(session: Session, raw_id: int, settings: Settings | None = None, actor: Actor | None = None) -> bytes:
+    """A raw message's original bytes; a limited `actor` only their queues' (see `_raw_refusal`)."""
+    from supportdesk.tickets import ForbiddenError, NotFoundError
 
     raw = session.get(RawMessage, raw_id)
     if raw is None:
         raise NotFoundError(f"no raw message #{raw_id}")
+    refusal = _raw_refusal(session, settings, actor, raw_id, raw.mailbox, what="raw message")
+    if refusal:
+        raise ForbiddenError(refusal)
     return raw.raw
