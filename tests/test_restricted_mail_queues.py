@@ -192,3 +192,24 @@ def test_sla_recompute_is_for_admins(cli, database, desk):
         assert session.execute(sa.select(Agent.role).where(Agent.login == "alice")).scalar() == "admin"
     result = cli("sla", "recompute", as_agent="alice")
     assert result.exit_code == 0 and "Recomputed 2 ticket(s)" in result.output, result.output
+
+
+def test_the_consoles_quarantine_list_and_count_follow_the_same_rule(database, settings, quarantine):
+    """bob (Billing only) sees and counts only Billing's quarantined mail in the console too."""
+    import asyncio
+
+    from supportdesk.tui.app import SupportDeskApp
+    from supportdesk.tui.screens.modals import QuarantineModal
+    from supportdesk.tui.widgets.sidebar import Sidebar
+    from tests.test_tui import settle
+
+    async def main() -> tuple[int | None, list[int]]:
+        app = SupportDeskApp(database, settings, "bob", poll_seconds=30.0)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(app, pilot)
+            count = app.screen.query_one(Sidebar).counts.get("Quarantine")
+            app.push_screen(QuarantineModal())
+            await settle(app, pilot)
+            return count, [row[0] for row in app.screen.rows]
+
+    assert asyncio.run(main()) == (1, [quarantine["billing"]])

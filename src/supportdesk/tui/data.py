@@ -87,11 +87,21 @@ def all_views(session: Session, settings: Settings, queue_ids: frozenset[int] | 
     return views
 
 
-def view_count(session: Session, view: View, ctx: QueryContext) -> int:
+def view_count(session: Session, view: View, ctx: QueryContext, settings: Settings | None = None) -> int:
     if view.kind == "quarantine":
+        if ctx.queue_ids is not None:  # a limited agent counts what they may handle
+            return len(_quarantine_for(session, settings, ctx.me))
         R = RawMessage.__table__.c
         return session.execute(sa.select(sa.func.count()).where(R.state == QUARANTINED)).scalar_one()
     return count(session, parse_query(view.query), ctx)
+
+
+def _quarantine_for(session: Session, settings: Settings | None, login: str | None) -> set[int]:
+    """Quarantined message ids an agent limited to some queues may see (intake decides)."""
+    from supportdesk.mail.intake import quarantined as handled
+
+    actor = resolve_actor(session, login) if login else None
+    return {row["id"] for row in handled(session, settings, actor)}
 
 
 class Pager:
@@ -400,12 +410,17 @@ def health(database: Database, now: datetime) -> Health:
     return Health(boxes, mail.outbox, mail.dead)
 
 
-def quarantined(database: Database, limit: int = 500) -> list[tuple[int, datetime, str, str]]:
+def quarantined(database: Database, settings: Settings | None = None, login: str | None = None,
+                queue_ids: frozenset[int] | None = None, limit: int = 500) -> list[tuple[int, datetime, str, str]]:
+    """Newest first; an agent limited to some queues sees only their queues' messages."""
     R = RawMessage.__table__.c
     with database.read() as session:
+        allowed = _quarantine_for(session, settings, login) if queue_ids is not None else None
+        stmt = sa.select(R.id, R.received_at, R.mailbox, R.source, R.error).where(R.state == QUARANTINED)
+        if allowed is not None:
+            stmt = stmt.where(R.id.in_(sorted(allowed)))
         return [(r.id, r.received_at, r.mailbox or r.source, r.error or "")
-                for r in session.execute(sa.select(R.id, R.received_at, R.mailbox, R.source, R.error)
-                                         .where(R.state == QUARANTINED).order_by(R.id.desc()).limit(limit))]
+                for r in session.execute(stmt.order_by(R.id.desc()).limit(limit))]
 
 
 # --- attachments ---------------------------------------------------------------------------

@@ -143,7 +143,8 @@ class QuarantineModal(ModalScreen[None]):
     def load(self) -> None:
         from supportdesk.tui.data import quarantined
 
-        rows = quarantined(self.app.database)
+        app = self.app
+        rows = quarantined(app.database, app.settings, app.login, app.queue_ids)
         self.app.call_from_thread(self.show, rows)
 
     def show(self, rows) -> None:
@@ -196,15 +197,15 @@ class QuarantineModal(ModalScreen[None]):
 
         app = self.app
         try:
+            with app.database.read() as session:
+                actor = resolve_actor(session, app.login)
             if what == "retry":
-                report = retry_quarantined(app.database, app.settings, [raw_id])
+                report = retry_quarantined(app.database, app.settings, [raw_id], actor)
                 filed = report.created + report.appended
                 message = (f"#{raw_id} filed into ticket #{filed[0]}" if filed
                            else f"#{raw_id} is still quarantined")
                 severity = "information" if filed else "warning"
             else:
-                with app.database.read() as session:
-                    actor = resolve_actor(session, app.login)
                 created = release_quarantined(app.database, app.settings, [raw_id], actor)
                 message, severity = f"#{raw_id} released as ticket #{created[0]}", "information"
         except (ServiceError, DatabaseError) as exc:

@@ -240,7 +240,7 @@ class QueueScreen(TicketActions, Screen):
         with self.app.database.read() as session:
             for view in sidebar.views:
                 try:
-                    counts[view.name] = view_count(session, view, ctx)
+                    counts[view.name] = view_count(session, view, ctx, self.app.settings)
                 except QueryError:
                     counts[view.name] = 0
         self.app.call_from_thread(sidebar.set_counts, counts)
