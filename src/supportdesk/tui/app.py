@@ -119,6 +119,7 @@ class SupportDeskApp(App):
         self._presence_written: dict[int, str] = {}
         self._presence_lock = threading.Lock()
         self._prefetched: tuple[tuple[int, int], TicketView] | None = None
+        self.changes = 0  # commits seen by the change watch so far
         self._opening: int | None = None  # a ticket asked for, shown once read (or after OPEN_WAIT)
         self.newest_first = False  # the thread's order, kept from ticket to ticket
         self.drafts: dict[tuple[int, str], str] = {}  # newest draft per (ticket, kind), ahead of its save
@@ -246,12 +247,16 @@ class SupportDeskApp(App):
     def on_data_changed(self, _message: DataChanged) -> None:
         """Only the screen in front re-reads: the ones beneath refresh when they resume, so a
         change while reading a ticket does not recount every view behind it."""
+        self.changes += 1  # screens beneath compare on resume: unchanged, they need no re-read
         self.refresh_health()
         self._prefetched = None
         if hasattr(self.screen, "data_changed"):
             self.screen.data_changed()
 
     def notify_local_change(self) -> None:
+        """This console committed: the screens beneath know at once (they re-read when shown
+        again), the front one when the message arrives; the change watch would say it later."""
+        self.changes += 1
         self.post_message(DataChanged())
 
     @work(thread=True, exclusive=True, group="health")

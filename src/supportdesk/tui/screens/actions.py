@@ -61,6 +61,7 @@ class TicketActions:
         app.call_from_thread(self._written, f"{what}: {label}" if n else f"{what}: nothing to change", "information")
 
     def _written(self, message: str, severity: str) -> None:
+        self.app.notify_local_change()
         self.notify(message, severity=severity, timeout=8 if severity == "error" else 5, markup=False)
         if self.is_attached:
             self.changed()

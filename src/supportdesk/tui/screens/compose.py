@@ -184,6 +184,7 @@ class ComposeScreen(Screen):
         self.sending = False
         self.sent = True
         self.app.drafts.pop((self.ticket_id, self.kind), None)
+        self.app.notify_local_change()
         self.notify("Reply queued for sending" if self.kind == "reply" else "Note saved", markup=False)
         if self.is_current:
             self.app.pop_screen()

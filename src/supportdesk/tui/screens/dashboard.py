@@ -65,6 +65,7 @@ class DashboardScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.stats: Stats | None = None
+        self._changes_seen = 0
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Dashboard", style="bold"), id="dashboard-title")
@@ -79,8 +80,12 @@ class DashboardScreen(Screen):
         self.set_interval(RELOAD_SECONDS, self.load)
 
     def on_screen_resume(self) -> None:
-        if self.stats is not None:
+        """Back from help or the palette: re-read only after a commit (the minute timer does the rest)."""
+        if self.stats is not None and self._changes_seen != self.app.changes:
             self.load()
+
+    def on_screen_suspend(self) -> None:
+        self._changes_seen = self.app.changes
 
     def data_changed(self) -> None:
         self.load()

@@ -210,6 +210,7 @@ class QuarantineModal(ModalScreen[None]):
                 message, severity = f"#{raw_id} released as ticket #{created[0]}", "information"
         except (ServiceError, DatabaseError) as exc:
             message, severity = str(exc), "error"
+        app.call_from_thread(app.notify_local_change)
         app.call_from_thread(self.notify, message, severity=severity, markup=False)
         self.load()
 

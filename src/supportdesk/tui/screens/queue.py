@@ -49,6 +49,7 @@ class QueueScreen(TicketActions, Screen):
         self._counts_at = 0.0
         self._counts_due = False
         self.sort: str | None = None  # chosen with `o`; None follows the view's own order
+        self._changes_seen = 0
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -208,11 +209,13 @@ class QueueScreen(TicketActions, Screen):
         self.data_changed()
 
     def on_screen_resume(self) -> None:
-        if self.table.pager is not None:
+        """Back from a ticket or a dialog: re-read only if something was committed meanwhile."""
+        if self.table.pager is not None and self._changes_seen != self.app.changes:
             self.data_changed()
 
     def data_changed(self) -> None:
         """Someone (maybe us) committed: re-read what is on screen, recount the views."""
+        self._changes_seen = self.app.changes
         self.table.reload()
         self.request_counts()
 

@@ -322,11 +322,13 @@ class TicketScreen(TicketActions, Screen):
         self.load(keep_scroll=True)
 
     def on_screen_suspend(self) -> None:
-        self._suspended = True
+        self._suspended = self.app.changes
 
     def on_screen_resume(self) -> None:
-        """Back from compose or a dialog: re-read.  (A push resumes the screen too; that is not a return.)"""
-        if getattr(self, "_suspended", False) and self.view is not None:
+        """Back from compose or a dialog: re-read if anything was committed meanwhile.  (A push
+        resumes the screen too; that is not a return.)"""
+        suspended, self._suspended = getattr(self, "_suspended", None), None
+        if suspended is not None and suspended != self.app.changes and self.view is not None:
             self.load(keep_scroll=True)
 
     def data_changed(self) -> None:
