@@ -12,6 +12,7 @@ from supportdesk.models import utcnow
 SUPPORT = "support@example.test"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS = {day: ["00:00-24:00"] for day in DAYS}
+ALWAYS_CALENDAR = {"name": "always", "timezone": "UTC", "hours": ALWAYS}
 
 
 def intake_settings(mailbox: MailboxConfig | None = None) -> Settings:
@@ -46,3 +47,9 @@ def always_sla(**targets: int) -> str:
         f'\n[[calendar]]\nname = "always"\ntimezone = "UTC"\n[calendar.hours]\n{hours}\n\n'
         f'[[sla]]\nname = "default"\ncalendar = "always"\n{minutes}\n'
     )
+
+
+def always_sla_data(**targets: int) -> dict:
+    """`always_sla(...)` as the dict `parse_settings` takes."""
+    return {"calendar": [dict(ALWAYS_CALENDAR)],
+            "sla": [{"name": "default", "calendar": "always", **targets}]}

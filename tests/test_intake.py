@@ -207,6 +207,49 @@ def test_a_poisoned_message_does_not_stop_the_next(database, monkeypatch):
     assert "boom" in error
 
 
+WINDOWS_1252 = "Grüße – das Gerät kostet 12 € … “bitte”"
+
+
+def unlabelled_8bit(subject: str, multipart: bool) -> bytes:
+    """An old mailer's message: 8-bit Windows-1252 text without a charset label."""
+    head = (f"From: Bob <bob@acme.test>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '-')}@acme.test>\r\nMIME-Version: 1.0\r\n").encode()
+    text = WINDOWS_1252.encode("cp1252")
+    if not multipart:
+        return head + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text + b"\r\n"
+    return head + (b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\nContent-Type: text/plain\r\n"
+                   b"Content-Transfer-Encoding: 8bit\r\n\r\n" + text + b"\r\n--BB\r\n"
+                   b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=a.bin\r\n"
+                   b"Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--BB--\r\n")
+
+
+def test_unlabelled_8bit_mail_is_filed_readably_with_its_raw_bytes_unchanged(database):
+    """Neither filing path (one by one from the MTA pipe, batched after a fetch) drops or quarantines
+    it; the ticket shows the text, the stored raw message is the bytes that came in."""
+    settings = settings_for()
+    piped = [unlabelled_8bit(f"piped {kind}", kind == "multipart") for kind in ("single", "multipart")]
+    fetched = [unlabelled_8bit(f"fetched {kind}", kind == "multipart") for kind in ("single", "multipart")]
+    for raw in piped:
+        _, report = ingest_bytes(database, settings, raw, "support")
+        assert len(report.created) == 1 and not report.quarantined
+    with database.write() as session:
+        for uid, raw in enumerate(fetched, 1):
+            store_raw(session, raw, mailbox="support", uidvalidity=1, uid=uid)
+    report = process_pending(database, settings)
+    assert len(report.created) == 2 and not report.quarantined
+    with database.read() as session:
+        filed = session.execute(
+            sa.select(Message.subject, Message.body_text, RawMessage.raw, RawMessage.state)
+            .join(RawMessage, RawMessage.id == Message.raw_message_id).order_by(Message.id)
+        ).all()
+    assert [(subject, body) for subject, body, _, _ in filed] == [
+        ("piped single", WINDOWS_1252), ("piped multipart", WINDOWS_1252),
+        ("fetched single", WINDOWS_1252), ("fetched multipart", WINDOWS_1252),
+    ]
+    assert [raw for _, _, raw, _ in filed] == piped + fetched
+    assert {state for _, _, _, state in filed} == {"processed"}
+
+
 # --- against a real Dovecot ----------------------------------------------------------------------
 
 @pytest.mark.integration

@@ -6,6 +6,7 @@ import os
 
 import base64
 import functools
+import quopri
 import re
 import time
 from datetime import datetime, timezone
@@ -389,6 +390,96 @@ def test_non_text_codec_as_charset_is_harmless():
         mail("From: a@example.org", "Subject: s", "Content-Type: text/plain; charset=zlib_codec", body="plain")
     )
     assert msg.body_text == "plain"
+
+
+# Old mailers send 8-bit Windows-1252/Latin-1 text with no charset label (or labelled ISO-8859-1).
+WIN1252_TEXT = "Grüße aus Köln – das Gerät kostet 12 € … “bitte” ‘schnell’ • Œuvre ß"
+LATIN1_TEXT = "Ça coûte très cher, garçon! ¿Qué? ½ × ÿ"
+
+
+def unlabelled(content_type: str = "text/plain", cte: str = "8bit", body: bytes = b"") -> bytes:
+    return mail("From: Bob <bob@acme.test>", "To: support@desk.test", "Subject: Rechnung", "MIME-Version: 1.0",
+                f"Content-Type: {content_type}", f"Content-Transfer-Encoding: {cte}", body=body)
+
+
+@pytest.mark.parametrize("raw", [
+    unlabelled(body=WIN1252_TEXT.encode("cp1252") + b"\r\n"),
+    unlabelled(cte="quoted-printable", body=quopri.encodestring(WIN1252_TEXT.encode("cp1252"))),
+    unlabelled(cte="base64", body=base64.encodebytes(WIN1252_TEXT.encode("cp1252"))),
+    mail("From: bob@acme.test", "Subject: no MIME at all", body=WIN1252_TEXT.encode("cp1252")),
+], ids=["8bit", "quoted-printable", "base64", "no-mime-headers"])
+def test_unlabelled_windows_1252_text_part_reads_as_written(raw):
+    msg = parse_message(raw)
+    assert msg.error is None
+    assert msg.body_text == WIN1252_TEXT
+    assert "\ufffd" not in msg.body_text
+    assert_clean(msg)
+
+
+def test_unlabelled_latin1_parts_of_a_multipart_read_as_written():
+    boundary = "BB"
+    raw = unlabelled(f"multipart/mixed; boundary={boundary}", "8bit", (
+        b"--BB\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + LATIN1_TEXT.encode("latin-1") + b"\r\n"
+        b"--BB\r\nContent-Type: multipart/alternative; boundary=AA\r\n\r\n"
+        b"--AA\r\nContent-Type: text/plain\r\n\r\n" + WIN1252_TEXT.encode("cp1252") + b"\r\n"
+        b"--AA\r\nContent-Type: text/html\r\n\r\n<p>" + WIN1252_TEXT.encode("cp1252") + b"</p>\r\n--AA--\r\n"
+        b"--BB\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=x.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nAAEC/w==\r\n--BB--\r\n"
+    ))
+    msg = parse_message(raw)
+    assert msg.error is None
+    assert msg.body_text == f"{LATIN1_TEXT}\n\n{WIN1252_TEXT}"
+    assert msg.body_html == f"<p>{WIN1252_TEXT}</p>"
+    assert [(a.filename, a.data) for a in msg.attachments] == [("x.bin", b"\x00\x01\x02\xff")]
+    assert_clean(msg)
+
+
+def test_unlabelled_utf8_stays_utf8_and_unassigned_bytes_are_marked_not_dropped():
+    assert parse_message(unlabelled(body=WIN1252_TEXT.encode("utf-8"))).body_text == WIN1252_TEXT
+    # 0x81 0x8D 0x8F 0x90 0x9D mean nothing in Windows-1252: shown as U+FFFD, the rest kept.
+    msg = parse_message(unlabelled(body=b"Preis \x80 \x81\x8d\x8f\x90\x9d Ende"))
+    assert msg.error is None
+    assert msg.body_text == "Preis € \ufffd\ufffd\ufffd\ufffd\ufffd Ende"
+    assert_clean(msg)
+
+
+@pytest.mark.parametrize("label", ["iso-8859-1", "ISO-8859-1", "latin1", '"iso-8859-1"', "l1"])
+def test_a_latin1_label_is_read_as_windows_1252(label):
+    """Outlook and friends write €, curly quotes and dashes in 0x80–0x9F and still say ISO-8859-1;
+    read strictly as Latin-1 those become C1 controls and vanish."""
+    raw = unlabelled(f"text/plain; charset={label}", body=WIN1252_TEXT.encode("cp1252"))
+    assert parse_message(raw).body_text == WIN1252_TEXT
+    assert parse_message(unlabelled(f"text/plain; charset={label}", body=LATIN1_TEXT.encode("latin-1"))
+                         ).body_text == LATIN1_TEXT
+
+
+def test_unlabelled_utf8_of_c1_controls_is_read_as_windows_1252():
+    """Corpus: an unlabelled HTML part holds C2 80, valid UTF-8 of a control, meant as a Euro sign
+    (enmime expects U+20AC too); read as UTF-8 the sign would be stripped without a trace."""
+    msg = corpus("enmime/mail__non-mime-missing-charset.raw")
+    assert "Euro Sign: Â€" in msg.body_text and "Euro Sign: Â€" in msg.body_html
+
+
+CP1252_PRINTABLE = [chr(c) for c in range(0x20, 0x7F)] + [
+    ch for ch in bytes(range(0x80, 0x100)).decode("cp1252", "ignore") if ch.isprintable()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.sampled_from(CP1252_PRINTABLE), min_size=1, max_size=200))
+def test_unlabelled_single_byte_text_is_never_lost(text):
+    """Unless its bytes happen to be UTF-8 text, unlabelled Windows-1252 text comes back exactly."""
+    data = text.encode("cp1252")
+    msg = parse_message(unlabelled(body=data))
+    assert msg.error is None
+    assert_clean(msg)
+    try:
+        expected = data.decode("utf-8")
+        if re.search("[\x80-\x9f]", expected):
+            expected = text
+    except UnicodeDecodeError:
+        expected = text
+    assert msg.body_text == (expected if expected.strip() else "")
 
 
 def test_rfc2231_filename_and_continuations():

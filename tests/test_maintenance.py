@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -91,6 +92,52 @@ def test_cli_check_exit_codes_and_repair(cli, database, db_path, alice):
     result = cli("db", "check", "--repair")
     assert result.exit_code == 0, result.output
     assert "Rebuilt the full-text index (1 tickets)" in result.stdout
+
+
+def import_dump(tmp_path: Path) -> Path:
+    """Tickets as `tickets import` reads them: several messages each (subjects that differ from the
+    ticket's, non-ASCII text), one ticket with none."""
+    def message(kind, body, minute, subject=None):
+        m = {"kind": kind, "from": "dana@old.test", "body_text": body, "created_at": f"2025-03-01T09:{minute:02}:00Z"}
+        return m | ({"subject": subject} if subject else {})
+
+    records = [
+        {"id": 501, "subject": "Invoice wrong", "requester": "dana@old.test", "created_at": "2025-03-01T09:00:00Z",
+         "messages": [message("inbound", "Le montant est faux, ça coûte 12 €", 0),
+                      message("note", "checking with billing", 5, subject="internal"),
+                      message("outbound", "Fixed — Grüße", 9, subject="Re: Invoice wrong")]},
+        {"id": 502, "subject": "Empty thread", "requester": "erin@old.test", "created_at": "2025-03-02T09:00:00Z"},
+        {"id": 503, "subject": "Login", "requester": "finn@old.test", "created_at": "2025-03-03T09:00:00Z",
+         "messages": [message("inbound", "line one\nline two", 1), message("inbound", "", 2)]},
+    ]
+    dump = tmp_path / "import.jsonl"
+    dump.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return dump
+
+
+@pytest.mark.sqlite_only
+def test_tickets_written_by_import_pass_the_check(cli, tmp_path, database, db_path, alice):
+    """`tickets import` indexes with its own bulk statement; `db check` must find exactly what it wrote."""
+    (existing,) = make_tickets(database, alice, 1)
+    result = cli("tickets", "import", str(import_dump(tmp_path)))
+    assert result.exit_code == 0, result.output
+    findings = check_database(db_path)
+    assert not failing(findings), findings
+    assert [f.detail for f in findings if f.what == "full-text index"] == ["4 ticket(s), all current"]
+    checked = cli("db", "check")
+    assert checked.exit_code == 0, checked.output
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    imported = [r[0] for r in conn.execute("SELECT id FROM tickets WHERE external_id IS NOT NULL ORDER BY id")]
+    assert len(imported) == 3 and existing not in imported
+    victim = imported[0]
+    conn.execute("UPDATE ticket_text SET body = replace(body, 'billing', 'biling') WHERE rowid = ?", (victim,))
+    conn.close()
+    bad = failing(check_database(db_path))
+    assert [(f.what, f.ticket_ids) for f in bad] == [("full-text index", [victim])]
+    assert f"indexed with old text: #{victim}" in bad[0].detail
+    checked = cli("db", "check")
+    assert checked.exit_code == 1 and f"#{victim}" in checked.stdout
 
 
 # --- restore ---------------------------------------------------------------------------------

@@ -10,14 +10,10 @@ from supportdesk.sla import policy as sla_policy
 from supportdesk.tickets import add_message, create_ticket, get_ticket
 from supportdesk.tui.app import SupportDeskApp
 from supportdesk.tui.screens.ticket import TicketScreen, sla_targets_text
+from tests.samples import always_sla_data
 
 UTC = timezone.utc
-ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-SETTINGS = parse_settings({
-    "calendar": [{"name": "always", "timezone": "UTC", "hours": ALWAYS}],
-    "sla": [{"name": "default", "calendar": "always", "first_response": 60, "next_response": 30,
-             "resolution": 6000}],
-})
+SETTINGS = parse_settings(always_sla_data(first_response=60, next_response=30, resolution=6000))
 
 
 def test_target_lines_name_state_instant_and_business_time():

@@ -21,14 +21,14 @@ from supportdesk.tickets import (
     get_ticket,
     update_ticket,
 )
+from tests.samples import ALWAYS, ALWAYS_CALENDAR
 
 UTC = timezone.utc
-ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
 
 def make_settings(**extra):
     data = {
-        "calendar": [{"name": "always", "timezone": "UTC", "hours": ALWAYS}],
+        "calendar": [ALWAYS_CALENDAR],
         "sla": [
             {"name": "urgent", "match": "priority:urgent", "calendar": "always", "first_response": 30,
              "next_response": 60, "resolution": 240},

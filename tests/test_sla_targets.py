@@ -15,18 +15,14 @@ from supportdesk.models import Event, Ticket, TicketSlaTarget
 from supportdesk.sla import policy as sla_policy
 from supportdesk.tickets import Actor, Changes, add_message, bulk_update, create_ticket, get_ticket, update_ticket
 from supportdesk.transfer import check_record, import_tickets
+from tests.samples import always_sla, always_sla_data
 
 UTC = timezone.utc
-ALWAYS = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def make_settings(first=60, nxt=30, resolution=600):
-    return parse_settings({
-        "calendar": [{"name": "always", "timezone": "UTC", "hours": ALWAYS}],
-        "sla": [{"name": "default", "calendar": "always", "first_response": first, "next_response": nxt,
-                 "resolution": resolution}],
-    })
+    return parse_settings(always_sla_data(first_response=first, next_response=nxt, resolution=resolution))
 
 
 @pytest.fixture
@@ -212,13 +208,7 @@ def test_imported_tickets_get_their_historical_instants(database, settings, cloc
 
 
 
-CLI_SLA = '''
-[[sla]]
-name = "default"
-first_response = 60
-next_response = 30
-resolution = 600
-'''
+CLI_SLA = always_sla(first_response=60, next_response=30, resolution=600)
 
 
 def test_tickets_show_reports_each_target_from_the_recorded_rows(cli, cli_env, database):

@@ -31,6 +31,9 @@ _COMPARABLE = {"priority", "created", "updated", "id"}
 _ENUMS = {"status": STATUSES, "priority": PRIORITIES, "channel": CHANNELS, "is": IS_VALUES}
 _DURATION = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A calendar day, ISO 8601 extended or basic; an instant is such a day, `T` (or a space), a time.
+_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})|(\d{4})(\d{2})(\d{2})", re.ASCII)
+_INSTANT = re.compile(r"(?:\d{4}-\d{2}-\d{2}|\d{8})[Tt ]\d", re.ASCII)
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_]+):")
 # Inside quotes, characters that mean something outside them (list comma, comparison operators,
 # spaces that would be trimmed) are kept apart as private-use stand-ins while tokenizing.
@@ -202,19 +205,32 @@ def _check(term: Term) -> Term:
 
 
 def _parse_when(value: str) -> timedelta | date | datetime:
-    """A duration (`7d`, `2h`, `30m`, `1w`), a date (`2026-01-31`) or an ISO instant."""
+    """A duration (`7d`, `2h`, `30m`, `1w`), a day (`2026-01-31` or `20260131`) or an ISO instant.
+
+    Only these forms: Python's `fromisoformat` would also take week dates and basic dates as
+    midnight instants, so `created:20260209` or `created:2026-W07` would match almost nothing."""
     match = _DURATION.match(value.lower())
     if match:
-        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-    try:
-        if len(value) == 10:
-            return date.fromisoformat(value)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed
-    except ValueError:
-        raise ValueError(
-            f"bad date or duration {value!r} (use 7d, 12h, 30m, 2w, YYYY-MM-DD or an ISO 8601 instant)"
-        ) from None
+        try:
+            return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:
+            return timedelta.max
+    day = _DAY.fullmatch(value)
+    if day:
+        year, month, dom = (int(part) for part in day.groups() if part is not None)
+        try:
+            return date(year, month, dom)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a calendar day") from None
+    if _INSTANT.match(value):
+        try:
+            return datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] in "Zz" else value)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"bad date or duration {value!r} (use 7d, 12h, 30m, 2w, a day YYYY-MM-DD or YYYYMMDD, "
+        "or an ISO 8601 instant such as 2026-01-31T09:00Z)"
+    )
 
 
 def _parse_sla(value: str, raw: str, position: int) -> tuple[str, str | None, timedelta | None]:
@@ -346,14 +362,15 @@ def _when(column, op: str, value: str, ctx: QueryContext):
     parsed = _parse_when(value)
     if isinstance(parsed, timedelta):
         # A duration is an age: created:>7d means "created more than 7 days ago".
-        instant = ctx.now - parsed
+        instant = _utc(lambda: ctx.now - parsed, past=True)
         flipped = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": ">="}[op]
         return _compare(column, flipped, instant)
+    past = parsed.year < 5000
     if isinstance(parsed, datetime):
-        instant = parsed if parsed.tzinfo else parsed.replace(tzinfo=ctx.tz)
+        instant = _utc(lambda: parsed if parsed.tzinfo else parsed.replace(tzinfo=ctx.tz), past)
         return _compare(column, op, instant)
-    start = datetime.combine(parsed, time(0), ctx.tz)
-    end = datetime.combine(parsed + timedelta(days=1), time(0), ctx.tz)
+    start = _utc(lambda: datetime.combine(parsed, time(0), ctx.tz), past)
+    end = _utc(lambda: datetime.combine(parsed + timedelta(days=1), time(0), ctx.tz), past)
     return {
         "=": sa.and_(column >= start, column < end),
         "<": column < start,
@@ -361,6 +378,15 @@ def _when(column, op: str, value: str, ctx: QueryContext):
         ">": column >= end,
         ">=": column >= start,
     }[op]
+
+
+def _utc(make, past: bool) -> datetime:
+    """The instant in UTC; one beyond what datetime can hold (`created:<9999-12-31`, `created:>99999999d`)
+    becomes the earliest or latest representable instant, which no ticket precedes or follows."""
+    try:
+        return make().astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.min if past else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _sla(value: str, term: Term, ctx: QueryContext):

@@ -16,8 +16,13 @@ Decisions:
   as UTF-8 when they are valid UTF-8, else as Windows-1252.
 * Body charsets: the declared charset is tried strictly, then UTF-8, then the
   declared charset with replacement characters.  A missing, unknown or US-ASCII
-  label that does not fit the bytes falls back to UTF-8, then Windows-1252:
-  mislabelled mail is common and a guess reads better than a wall of U+FFFD.
+  label that does not fit the bytes falls back to UTF-8 (unless it decodes to C1
+  controls, which no real text holds), then Windows-1252 (its five unassigned bytes
+  become U+FFFD): mislabelled mail is common and a guess reads better than a wall
+  of U+FFFD.  The raw bytes stay stored as they came.
+  A Latin-1 label is read as Windows-1252, as browsers do (WHATWG Encoding): real
+  Latin-1 text never holds the C1 controls 0x80–0x9F, and mailers that write €, “ ”
+  or – in those bytes label them ISO-8859-1 all the time.
 * The body is every inline text/plain part in order (Apple Mail splits text
   around inline images); in multipart/alternative the plain version wins unless
   it is empty.  HTML-only mail is converted with html2text, links kept as
@@ -91,6 +96,7 @@ _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _ORIGINAL_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers")
 _ASCII_LABELS = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"})
 _SURROGATES = re.compile("[\udc80-\udcff]+")
+_C1_CONTROLS = re.compile("[\x80-\x9f]")
 _HEADER_START = re.compile(rb"[!-9;-~]+:")
 _BRACKETED_ID = re.compile(r"<([^<>]*)>")
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[\w!#$&^.+-]+", re.ASCII)
@@ -174,10 +180,15 @@ def parse_many(raws: list[bytes]) -> list[ParsedMessage | None]:
 
 
 def _decode_guess(data: bytes) -> str:
+    """Unlabelled bytes: UTF-8 if they are UTF-8 and read as text, else Windows-1252.
+
+    Valid UTF-8 that decodes to C1 controls (Windows-1252 "Â" + "Œ" is the UTF-8 of U+008C)
+    is not UTF-8 text: those characters would be stripped and the words with them."""
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("cp1252", "replace")
+    return data.decode("cp1252", "replace") if _C1_CONTROLS.search(text) else text
 
 
 def _unsurrogate(value: str) -> str:
@@ -192,7 +203,8 @@ def _decode_text(data: bytes, charset: str | None) -> str:
     label = (charset or "").strip().strip("\"'").lower()
     if label and label not in _ASCII_LABELS:
         try:
-            codecs.lookup(label)
+            if codecs.lookup(label).name == "iso8859-1":
+                label = "cp1252"
         except (LookupError, ValueError):
             return _decode_guess(data)
         for attempt, errors in ((label, "strict"), ("utf-8", "strict"), (label, "replace")):
