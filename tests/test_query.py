@@ -597,6 +597,12 @@ MALFORMED = [
     ("sla:due=1h", "sla:due=1h"),
     ("sla:", "sla:"),
     ("-sla:breach", "-sla:breach"),
+    ("id:²", "id:²"),
+    ("id:1,٣", "id:1,٣"),
+    ("id:>1.5", "id:>1.5"),
+    ("id:1e30", "id:1e30"),
+    ("created:>٣d", "created:>٣d"),
+    ("sla:due<١h", "sla:due<١h"),
     ("*", "*"),
     ("tag:vip -*", "-*"),
 ]
@@ -777,6 +783,21 @@ def readable(databases):
     ("id:1,3", [1, 3]),
     ("id:>3", [4, 5]),
     ("id:<=2", [1, 2]),
+    ("id:0003", [3]),
+    ("id:>99999999999999999999999", []),
+    ("id:>=9223372036854775807", []),
+    ("id:<99999999999999999999999", [1, 2, 3, 4, 5]),
+    ("id:<=9223372036854775807", [1, 2, 3, 4, 5]),
+    ("id:9223372036854775808,3", [3]),
+    ("-id:99999999999999999999999", [1, 2, 3, 4, 5]),
+    ("id:>2147483648", []),
+    ("sla:due<99999999999999w", [1, 2, 3, 4]),
+    ("sla:due<=9999999w", [1, 2, 3, 4]),
+    ("sla:due>9999999w", []),
+    ("sla:due>=99999999999999w", []),
+    ("-sla:due>9999999w", [1, 2, 3, 4, 5]),
+    ("updated:<99999999999999w", [1, 2, 3, 4, 5]),
+    pytest.param("updated:>" + "9" * 5000 + "m", [], id="updated:>(5000 nines)m"),
     ("refund", [1, 3]),
     ("REFUND", [1, 3]),
     ("-refund", [2, 4, 5]),
@@ -855,6 +876,103 @@ def test_date_like_values_are_a_day_an_instant_or_a_one_line_error(value):
         assert term in str(exc) and "\n" not in str(exc)
         return
     compile_query(query, CTX)
+
+
+NUMBER_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+# Digit strings around every limit: SQLite's and PostgreSQL's 32/64-bit integers, timedelta,
+# datetime's last year, Python's 4,300-digit int conversion limit; with leading zeros too.
+DIGITS = st.one_of(
+    st.integers(0, 2**65).map(str),
+    st.sampled_from([2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, 10**18, 86399999999999, 999999999 * 86400])
+    .flatmap(lambda n: st.sampled_from([n - 1, n, n + 1])).map(str),
+    st.text("0123456789", min_size=1, max_size=40),
+    st.integers(4200, 4400).map(lambda n: "9" * n),
+    st.tuples(st.text("0", max_size=30), st.integers(0, 10)).map(lambda p: p[0] + str(p[1])),
+)
+# A few that are not numbers at all: each must be a one-line error naming its term.
+NOT_DIGITS = st.sampled_from(["-1", "1.5", "1e9", "0x10", "²", "٣", "１", "1_000", "+3"])
+
+
+def seconds(t: datetime) -> int:
+    return int((t - FIXED_NOW).total_seconds())
+
+
+def number_reference(field: str, op: str, digits: list[str], unit: str) -> Pred:
+    """Exact integer arithmetic, no datetime (which is what overflowed): ids and ages in seconds."""
+    numbers = [int(d) for d in digits]
+    if field == "id":
+        return lambda t: any(COMPARE[op](t.id, n) for n in numbers)
+    limit = numbers[0] * NUMBER_UNITS[unit]
+    if field == "sla":
+        def pending(t: Tk) -> list[int]:
+            return [seconds(d) for d in t.dues if d is not None]
+        if op in ("<", "<="):
+            return lambda t: any(COMPARE[op](d, limit) for d in pending(t))
+        return lambda t: bool(pending(t)) and COMPARE[op](min(pending(t)), limit)
+    column = "created" if field == "created" else "updated"
+    if op in ("", "="):
+        return lambda t: -seconds(getattr(t, column)) <= limit
+    return lambda t: COMPARE[op](-seconds(getattr(t, column)), limit)
+
+
+@st.composite
+def number_terms(draw) -> tuple[str, Optional[Pred]]:
+    """An `id:`, `created:`, `updated:` or `sla:due` term with any digits; its reference, or None
+    when the literal is not a number (then the term must be refused)."""
+    field = draw(st.sampled_from(["id", "created", "updated", "sla"]))
+    good = draw(st.booleans()) or draw(st.booleans())
+    literal = DIGITS if good else NOT_DIGITS
+    unit = draw(st.sampled_from(sorted(NUMBER_UNITS)))
+    op = draw(st.sampled_from(("<", "<=", ">", ">=") if field == "sla" else ("",) + OPERATORS))
+    many = field == "id" and op in ("", "=")
+    digits = draw(st.lists(literal, min_size=1, max_size=3 if many else 1))
+    suffix = "" if field == "id" else unit
+    text = f"sla:due{op}{digits[0]}{suffix}" if field == "sla" else f"{field}:{op}{','.join(digits)}{suffix}"
+    if not good:
+        return text, None
+    if len("".join(digits)) > 4000:
+        # The reference cannot int() these; they are far beyond every limit, like 10**40.
+        digits = [d if len(d) < 4000 else "1" + "0" * 40 for d in digits]
+    return text, number_reference(field, op, digits, unit)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(term=number_terms(), negated=st.booleans())
+def test_any_number_runs_exactly_or_is_refused_in_one_line(readable, term, negated):
+    """Whatever digits `id:`, `created:`/`updated:` durations and `sla:due` get — past 32 or 64 bits,
+    past datetime's last year, past Python's int conversion limit — the database either answers
+    exactly what integer arithmetic says, or the query is refused with one line naming the term."""
+    text, pred = term
+    text = "-" + text if negated else text
+    with readable.read() as session:
+        if pred is None:
+            with pytest.raises(QueryError) as caught:
+                ticket_ids(session, text, CTX)
+            message = str(caught.value)
+            assert text in message and "\n" not in message
+            return
+        got = ticket_ids(session, text, CTX)
+        assert count(session, text, CTX) == len(got)
+    expected = [t.id for t in READABLE if pred(t) != negated]
+    assert sorted(got) == expected, text
+
+
+def test_a_number_beyond_64_bits_is_no_traceback_on_the_command_line(cli, tmp_path):
+    """`tickets list 'id:>999…'` is an ordinary "nothing matched" (exit 3), `id:<999…` lists every ticket,
+    a non-number is a one-line usage error (exit 2)."""
+    body = tmp_path / "body.txt"
+    body.write_text("hello\n", encoding="utf-8")
+    created = cli("tickets", "create", "--from", "bob@acme.test", "--subject", "hi", "--body-file", str(body))
+    assert created.exit_code == 0, created.output
+    huge = "9" * 30
+    for query in (f"id:>{huge}", f"id:{huge}", "sla:due>99999999999999w", f"created:>{huge}w"):
+        result = cli("tickets", "list", query, "--format", "ids")
+        assert result.exit_code == 3 and result.output.strip() == "" and "Traceback" not in result.output, query
+    listed = cli("tickets", "list", f"id:<{huge}", f"updated:<{huge}w", "--format", "ids")
+    assert listed.exit_code == 0 and listed.output.split() == [created.output.strip()]
+    refused = cli("tickets", "list", "id:>²")
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert refused.output.count("\n") == 1 and "id:>²" in refused.output
 
 
 def test_free_words_may_come_from_different_messages(database):

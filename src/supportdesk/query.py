@@ -29,8 +29,10 @@ IS_VALUES = ("unassigned", "assigned", "unread", "snoozed", "merged")
 _OPERATORS = (">=", "<=", ">", "<", "=")
 _COMPARABLE = {"priority", "created", "updated", "id"}
 _ENUMS = {"status": STATUSES, "priority": PRIORITIES, "channel": CHANNELS, "is": IS_VALUES}
-_DURATION = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
+_DURATION = re.compile(r"^(\d+)\s*(m|min|h|d|w)$", re.ASCII)
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Ticket ids are at most 64-bit on every database; a larger `id:` value is compared against this bound.
+_MAX_ID = 2**63 - 1
 # A calendar day, ISO 8601 extended or basic; an instant is such a day, `T` (or a space), a time.
 _DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})|(\d{4})(\d{2})(\d{2})", re.ASCII)
 _INSTANT = re.compile(r"(?:\d{4}-\d{2}-\d{2}|\d{8})[Tt ]\d", re.ASCII)
@@ -189,7 +191,7 @@ def _check(term: Term) -> Term:
         return Term(f, values, term.op, term.negated, text=raw, position=term.position)
     if f == "id":
         for v in term.values:
-            if not v.isdigit():
+            if not (v.isascii() and v.isdigit()):
                 raise bad(f"id must be a number, got {v!r}")
     if f in ("created", "updated"):
         for v in term.values:
@@ -211,10 +213,7 @@ def _parse_when(value: str) -> timedelta | date | datetime:
     midnight instants, so `created:20260209` or `created:2026-W07` would match almost nothing."""
     match = _DURATION.match(value.lower())
     if match:
-        try:
-            return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-        except OverflowError:
-            return timedelta.max
+        return _duration(match)
     day = _DAY.fullmatch(value)
     if day:
         year, month, dom = (int(part) for part in day.groups() if part is not None)
@@ -233,6 +232,18 @@ def _parse_when(value: str) -> timedelta | date | datetime:
     )
 
 
+def _duration(match: re.Match) -> timedelta:
+    """A `_DURATION` match; one longer than timedelta can hold (`99999999999999w`, thousands of digits)
+    is `timedelta.max`, which callers bound to the ends of time."""
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > 30:
+        return timedelta.max
+    try:
+        return timedelta(seconds=int(digits) * _UNITS[match.group(2)])
+    except OverflowError:
+        return timedelta.max
+
+
 def _parse_sla(value: str, raw: str, position: int) -> tuple[str, str | None, timedelta | None]:
     value = value.lower()
     if value == "breached":
@@ -241,7 +252,7 @@ def _parse_sla(value: str, raw: str, position: int) -> tuple[str, str | None, ti
     if match:
         when = _DURATION.match(match.group(2))
         if when:
-            return ("due", match.group(1), timedelta(seconds=int(when.group(1)) * _UNITS[when.group(2)]))
+            return ("due", match.group(1), _duration(when))
     raise QueryError(f"unknown SLA condition in {raw!r} (expected sla:breached or sla:due<DURATION such as due<1h)", raw, position)
 
 
@@ -310,9 +321,7 @@ def _compile_term(term: Term, ctx: QueryContext):
     if f == "is":
         return sa.or_(*[_is(v, ctx) for v in values])
     if f == "id":
-        if term.op == "=":
-            return T.id.in_([int(v) for v in values])
-        return _compare(T.id, term.op, int(values[0]))
+        return _id(term.op, values)
     raise QueryError(f"unsupported field {f!r}", term.text, term.position)
 
 
@@ -320,6 +329,28 @@ def _compare(column, op: str, value):
     return {
         ">": column > value, ">=": column >= value, "<": column < value, "<=": column <= value, "=": column == value,
     }[op]
+
+
+def _id(op: str, values: tuple[str, ...]):
+    """Ids are bound as BIGINT (PostgreSQL's `tickets.id` is a 32-bit integer, which a larger literal
+    would overflow); a value beyond 64 bits matches no ticket, and `id:<` it matches every one."""
+    T = Ticket.__table__.c
+
+    def bigint(number: int):
+        return sa.bindparam(None, number, type_=sa.BigInteger, unique=True)
+
+    numbers = [_id_number(v) for v in values]
+    if op == "=":
+        return T.id.in_([bigint(n) for n in numbers if n <= _MAX_ID])
+    number = numbers[0]
+    if number > _MAX_ID:
+        number, op = _MAX_ID, {">=": ">", "<": "<="}.get(op, op)
+    return _compare(T.id, op, bigint(number))
+
+
+def _id_number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return _MAX_ID + 1 if len(digits) > 19 else int(digits)
 
 
 def _assignee(value: str, term: Term, ctx: QueryContext):
@@ -395,7 +426,10 @@ def _sla(value: str, term: Term, ctx: QueryContext):
     columns = [getattr(T, name) for name in SLA_DUE_COLUMNS]
     if kind == "breached":
         return sa.or_(*[_present(c, c < ctx.now) for c in columns])
-    limit = ctx.now + delta
+    try:
+        limit = ctx.now + delta
+    except OverflowError:
+        limit = datetime.max.replace(tzinfo=timezone.utc)
     if op in ("<", "<="):
         return sa.or_(*[_present(c, _compare(c, op, limit)) for c in columns])
     # due>1h: the nearest pending target is further away than that.
