@@ -110,7 +110,7 @@ async def measure(db_path: Path, cache_kib: int | None) -> None:
     print(f"SQLite cache per connection: {supportdesk.db.CACHE_KIB:,} KiB; RSS after imports {rss_mb():.0f} MB")
     database = Database(f"sqlite:///{db_path}")
     start = time.perf_counter()
-    app = SupportDeskApp(database, Settings(), "bench", poll_seconds=1.0)
+    app = SupportDeskApp(database, Settings(), "bench", poll_seconds=1.0, quiet_gc=True)  # as `supportdesk` runs it
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(TicketTable)
 

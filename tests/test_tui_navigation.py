@@ -253,3 +253,32 @@ def test_priority_assign_and_move_keys_on_the_ticket_screen(database, alice, bob
         ticket = session.get(Ticket, ticket_id)
         assert ticket.priority == "urgent" and ticket.assignee_id == bob.agent_id
         assert session.get(Queue, ticket.queue_id).name == "Billing"
+
+
+def test_quiet_collections_freeze_after_start_collect_when_idle_and_restore_on_exit(database, alice, monkeypatch):
+    """The console's own process: no automatic full collection while keys come; one after a
+    pause; Python's settings back as they were when the console ends."""
+    import gc
+
+    from supportdesk.tui import app as app_module
+
+    monkeypatch.setattr(app_module, "IDLE_COLLECT", 0.5)
+    new_ticket(database, alice)
+    before = gc.get_threshold()
+    collected = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(a) or 0)
+
+    async def main():
+        app = SupportDeskApp(database, Settings(), "alice", poll_seconds=30.0, quiet_gc=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert gc.get_threshold()[2] == 1_000_000 and gc.get_freeze_count() > 0
+            started = len(collected)
+            for _ in range(8):  # keys keep coming: no full collection meanwhile
+                await pilot.press("j")
+                await pilot.pause(0.05)
+            assert len(collected) == started
+            await pilot.pause(1.6)  # then a pause: a collection
+            assert len(collected) > started
+    asyncio.run(main())
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
@@ -32,13 +33,14 @@ from supportdesk.tui.screens.compose import ComposeScreen
 from supportdesk.tui.screens.dashboard import DashboardScreen
 from supportdesk.tui.screens.modals import HelpModal
 from supportdesk.tui.screens.queue import QueueScreen
-from supportdesk.tui.screens.ticket import TicketScreen
+from supportdesk.tui.screens.ticket import PRESENCE_RECHECK, TicketScreen
 from supportdesk.tui.widgets.status_bar import StatusBar
 from supportdesk.tui.widgets.ticket_table import TicketTable
 
 POLL_SECONDS = 0.5
 TICK_SECONDS = 15
 WRITE_GROUPS = frozenset({"write", "send", "quarantine-write"})  # workers a quit waits for
+IDLE_COLLECT = 2.0  # seconds without a key before the full garbage collection runs (quiet_gc)
 OPEN_WAIT = 0.15  # seconds a slow read may hold back the ticket screen before it is shown empty
 
 
@@ -107,8 +109,11 @@ class SupportDeskApp(App):
     ]
 
     def __init__(self, database: Database, settings: Settings, login: str, *, initial_query: str = "",
-                 poll_seconds: float = POLL_SECONDS, clock: Callable[[], datetime] | None = None) -> None:
+                 poll_seconds: float = POLL_SECONDS, clock: Callable[[], datetime] | None = None,
+                 quiet_gc: bool = False) -> None:
         super().__init__()
+        self.quiet_gc = quiet_gc
+        self._last_input = time.monotonic()
         self.database, self.settings, self.login = database, settings, login
         self.queue_ids = visible_queues(database, login)  # limits every query, count and ticket opened
         self.clock = clock or (lambda: datetime.now(timezone.utc))
@@ -143,6 +148,37 @@ class SupportDeskApp(App):
         self.watch_changes()
         self.set_interval(TICK_SECONDS, self.tick)
         self.set_interval(HEARTBEAT.total_seconds(), partial(self.write_presence, True))
+        self.set_interval(PRESENCE_RECHECK, self._recheck_front)
+        if self.quiet_gc:
+            self.call_after_refresh(self._quiet_collections)
+
+    def _quiet_collections(self) -> None:
+        """Python's full collections paused the console for 60–200 ms every few tickets opened
+        (Textual makes many short-lived cycles).  After the first frame the objects that live as
+        long as the app are frozen out of every collection, automatic full collections are
+        turned off, and a full one runs instead once no key has come for IDLE_COLLECT seconds.
+        Young objects are still collected as usual.  For the process that runs one console."""
+        gc.collect()
+        gc.freeze()
+        self._thresholds = gc.get_threshold()
+        gc.set_threshold(self._thresholds[0], self._thresholds[1], 1_000_000)
+        self._collected_at = time.monotonic()
+        self.set_interval(IDLE_COLLECT, self._collect_when_idle)
+
+    def _collect_when_idle(self) -> None:
+        now = time.monotonic()
+        pending = gc.get_count()[2]  # young collections since the last full one: live refreshes make garbage too
+        if now - self._last_input >= IDLE_COLLECT and (self._last_input > self._collected_at or pending > 20):
+            gc.collect()
+            self._collected_at = now
+
+    async def on_event(self, event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self._last_input = time.monotonic()
+        await super().on_event(event)
+    def _recheck_front(self) -> None:
+        if hasattr(self.screen, "recheck"):
+            self.screen.recheck()
 
     # --- navigation ----------------------------------------------------------------------
 
@@ -326,6 +362,9 @@ class SupportDeskApp(App):
                 self.call_from_thread(self.notify, f"draft not saved: {exc}", severity="error", markup=False)
 
     def on_unmount(self) -> None:
+        if getattr(self, "_thresholds", None):
+            gc.set_threshold(*self._thresholds)
+            gc.unfreeze()
         for screen in self.screen_stack:
             if isinstance(screen, ComposeScreen):
                 screen.keep_draft(now=True)
@@ -407,4 +446,4 @@ def pretty_key(key: str) -> str:
 
 
 def run_console(database: Database, settings: Settings, login: str) -> None:
-    SupportDeskApp(database, settings, login).run()
+    SupportDeskApp(database, settings, login, quiet_gc=True).run()

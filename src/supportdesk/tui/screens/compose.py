@@ -17,7 +17,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Select, Static, TextArea
+from textual.widgets import Label, Select, Static, TextArea
 
 from supportdesk.config import ConfigError
 from supportdesk.db import DatabaseError
@@ -26,6 +26,7 @@ from supportdesk.presence import Seen, describe
 from supportdesk.text import clean_line
 from supportdesk.tickets import ServiceError
 from supportdesk.tui.bindings import bind
+from supportdesk.tui.widgets.footer import Footer
 from supportdesk.tui.data import (
     Arrival, ComposeStart, arrivals, compose_start, save_draft, send, ticket_presence,
 )

@@ -7,13 +7,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from supportdesk.db import DatabaseError
 from supportdesk.stats import Stats, summary_lines, today_stats
 from supportdesk.text import clean_line
 from supportdesk.tui.bindings import bind
+from supportdesk.tui.widgets.footer import Footer
 from supportdesk.tui.data import age
 from supportdesk.tui.widgets.status_bar import StatusBar
 

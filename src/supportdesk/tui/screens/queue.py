@@ -9,11 +9,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Input, OptionList, Static
 
 from supportdesk.query import QueryError
 from supportdesk.text import clean_line
 from supportdesk.tui.bindings import bind
+from supportdesk.tui.widgets.footer import Footer
 from supportdesk.tui.data import Pager, View, all_views, check_query, view_count
 from supportdesk.tui.screens.actions import ACTION_BINDINGS, TicketActions
 from supportdesk.tui.screens.modals import ChoiceModal, QuarantineModal
@@ -234,16 +235,23 @@ class QueueScreen(TicketActions, Screen):
         self._counts_due = False
         self.refresh_counts()
 
-    @work(thread=True, exclusive=True, group="counts")
     def refresh_counts(self) -> None:
         self._counts_at = time.monotonic()
-        sidebar = self.query_one(Sidebar)
-        ctx = self.app.query_context()
+        self._count(list(self.query_one(Sidebar).views), self.app.query_context())
+
+    @work(thread=True, exclusive=True, group="counts")
+    def _count(self, views: list[View], ctx) -> None:
+        """Given the views and context from the event loop: the thread touches no widget (the app
+        may be closing around it)."""
         counts = {}
         with self.app.database.read() as session:
-            for view in sidebar.views:
+            for view in views:
                 try:
                     counts[view.name] = view_count(session, view, ctx, self.app.settings)
                 except QueryError:
                     counts[view.name] = 0
-        self.app.call_from_thread(sidebar.set_counts, counts)
+        self.app.call_from_thread(self._show_counts, counts)
+
+    def _show_counts(self, counts: dict[str, int]) -> None:
+        if self.is_attached:
+            self.query_one(Sidebar).set_counts(counts)

@@ -9,13 +9,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from supportdesk.presence import Seen, describe
 from supportdesk.text import clean_line, clean_text
 from supportdesk.tickets import ForbiddenError, NotFoundError
 from supportdesk.tui.bindings import bind
+from supportdesk.tui.widgets.footer import Footer
 from supportdesk.tui.data import (
     OTHER_TICKETS, TicketView, check_ticket_access, load_ticket, safe_filename, save_attachment, split_quote, ticket_presence, ticket_version,
 )
@@ -153,12 +154,12 @@ class TicketScreen(TicketActions, Screen):
         self.query_one("#thread").focus()
         self.query_one(StatusBar).update(health=self.app.health_cache, query=f"ticket #{self.ticket_id}")
         self.call_after_refresh(self._after_first_frame)
-        self.set_interval(PRESENCE_RECHECK, self._recheck)
 
-    def _recheck(self) -> None:
-        """Someone else's presence fades without a commit to wake us: look again now and then."""
-        if self.is_current:
-            self.refresh_if_changed()
+    def recheck(self) -> None:
+        """Someone else's presence fades without a commit to wake us: the app asks every
+        PRESENCE_RECHECK seconds.  (A timer of the screen's own would keep a closed screen
+        alive until it fired.)"""
+        self.refresh_if_changed()
 
     def _after_first_frame(self) -> None:
         """Worker threads started before the first frame would compete with it for the GIL."""
