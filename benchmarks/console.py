@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -192,6 +193,19 @@ async def measure(db_path: Path, cache_kib: int | None) -> None:
             opens = [await open_ticket(rest) for _ in range(15)]
             print(f"open ticket {label}, enter → first frame with the ticket: median {ms(sorted(opens)[7])}, "
                   f"worst {ms(max(opens))} (target < 50 ms)")
+
+        def objects() -> int:
+            gc.collect()
+            return len(gc.get_objects()) + gc.get_freeze_count()
+
+        before = objects()
+        for _ in range(40):
+            await open_ticket(0.0)
+        middle = objects()
+        for _ in range(40):
+            await open_ticket(0.0)
+        print(f"Python objects alive: {before:,} → {middle:,} after 40 more tickets opened → {objects():,} after 80 "
+              f"(bounded caches fill, nothing piles up)")
 
         t = time.perf_counter()
         table.reload()
