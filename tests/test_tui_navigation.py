@@ -119,6 +119,15 @@ def test_digits_open_the_customers_other_tickets_and_escape_comes_back(database,
         await pilot.press("escape")
         await settle(app, pilot)
         assert isinstance(app.screen, QueueScreen)
+        app.open_ticket(current)
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")  # the palette offers the customer's other tickets too
+        await pilot.pause()
+        await pilot.press(*"Middle trouble")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, TicketScreen) and app.screen.ticket_id == second
 
     run(database, scenario)
 

@@ -64,6 +64,7 @@ class ConsoleCommands(Provider):
             from supportdesk.tui.widgets.sidebar import Sidebar
 
             commands.append(("Search tickets", screen.action_search, "query language, /"))
+            commands.append(("Sort by a column", screen.action_sort, f"key {app.key_for('queue.sort')}"))
             for view in screen.query_one(Sidebar).views:
                 commands.append((f"View: {clean_line(view.name)}", partial(screen.show_view, view),
                                  clean_line(view.query) or "everything"))
@@ -79,6 +80,10 @@ class ConsoleCommands(Provider):
         if isinstance(screen, TicketScreen):
             commands.append(("Ticket: Save an attachment", screen.action_save_attachment,
                              f"key {app.key_for('ticket.save_attachment')}"))
+            commands.append(("Ticket: Oldest/newest first", screen.action_order, f"key {app.key_for('ticket.order')}"))
+            for n, row in enumerate(screen.view.other_tickets if screen.view else [], 1):
+                commands.append((f"Open the customer's #{row.id} {clean_line(row.subject)[:40]}",
+                                 partial(screen.action_open_other, n), f"key {app.key_for(f'ticket.other_{n}')}"))
         if isinstance(screen, ComposeScreen):
             commands.append(("Compose: Insert a canned response", screen.action_canned,
                              f"key {app.key_for('compose.canned')}"))
