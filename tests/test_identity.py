@@ -26,6 +26,7 @@ from supportdesk.tui.data import load_ticket
 from supportdesk.tui.screens.queue import QueueScreen
 from supportdesk.tui.widgets.sidebar import Sidebar
 from supportdesk.tui.widgets.ticket_table import TicketTable
+from tests.checks import one_line_error
 
 NOT_AGENT = "you are not a supportdesk agent (login {0}); ask an admin to run `supportdesk agents add {0}`"
 
@@ -41,13 +42,6 @@ def as_login(cli_env, monkeypatch):
         return runner.invoke(cli_app, list(args), input=input, catch_exceptions=False)
 
     return invoke
-
-
-def one_line_error(result, code: int, text: str) -> None:
-    assert result.exit_code == code, result.output
-    assert text in result.output, result.output
-    assert "Traceback" not in result.output
-    assert result.output.strip().count("\n") == 0, result.output
 
 
 @pytest.fixture

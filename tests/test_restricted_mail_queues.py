@@ -16,19 +16,13 @@ from supportdesk.mail.intake import ingest_bytes, quarantined, raw_bytes, releas
 from supportdesk.models import Agent, Outbox, RawMessage, Ticket
 from supportdesk.permissions import set_agent_queues
 from supportdesk.tickets import ForbiddenError, add_agent, create_ticket, resolve_actor
+from tests.checks import one_line_error
 
 TWO_MAILBOXES = (
     '[[mailbox]]\nname = "support"\naddress = "support@example.test"\nqueue = "General"\n'
     '[[mailbox]]\nname = "billing"\naddress = "billing@example.test"\nqueue = "Billing"\n'
     '[tickets]\nsubject_tag = "Support"\n'
 )
-
-
-def one_line_error(result, code: int, text: str) -> None:
-    assert result.exit_code == code, result.output
-    assert text in result.output, result.output
-    assert "Traceback" not in result.output
-    assert result.output.strip().count("\n") == 0, result.output
 
 
 @pytest.fixture
