@@ -32,6 +32,15 @@ FREEMAIL_DOMAINS = frozenset({
 CHANNEL_MESSAGE_KIND = {"email": "inbound", "web": "inbound", "phone": "call", "chat": "chat", "social": "social"}
 OPEN_STATUSES = ("new", "open", "pending", "on_hold")
 BULK_IN_LIMIT = 500
+# Every id column is INTEGER: 32 bits on PostgreSQL. SQLite's rowids could go further but never do
+# (ids count up from 1; imports renumber), so a larger number names no row on either database.
+MAX_ID = 2**31 - 1
+
+
+def id_in_range(row_id: int) -> bool:
+    """Whether `row_id` could name a row at all. Asking the database about one that cannot fails
+    (OverflowError on SQLite, "integer out of range" on PostgreSQL) instead of finding nothing."""
+    return 1 <= row_id <= MAX_ID
 
 
 class ServiceError(Exception):
@@ -113,6 +122,7 @@ def check_access(session: Session, actor: Actor, ticket_ids: Sequence[int]) -> N
     if actor.queue_ids is None:
         return
     T = Ticket.__table__.c
+    ticket_ids = [i for i in ticket_ids if id_in_range(i)]
     outside = list(session.execute(
         sa.select(T.id).where(T.id.in_(_id_selectable(session, ticket_ids)), T.queue_id.not_in(actor.queue_ids))
         .order_by(T.id).limit(5)
@@ -129,7 +139,7 @@ def check_queue_access(actor: Actor, queue: Queue) -> None:
 
 
 def get_ticket(session: Session, ticket_id: int) -> Ticket:
-    ticket = session.get(Ticket, ticket_id, populate_existing=True)
+    ticket = session.get(Ticket, ticket_id, populate_existing=True) if id_in_range(ticket_id) else None
     if ticket is None:
         raise NotFoundError(f"no ticket #{ticket_id}")
     return ticket
@@ -604,9 +614,10 @@ def _add_tag(session: Session, ticket_id: int, tag: Tag, actor: Actor, at: datet
 def existing_ids(session: Session, ticket_ids: Sequence[int]) -> list[int]:
     """The given ids, refusing the whole batch if any is unknown (nothing half-done)."""
     wanted = list(dict.fromkeys(ticket_ids))
+    possible = [i for i in wanted if id_in_range(i)]
     found: set[int] = set()
-    for start in range(0, len(wanted), 20000):
-        chunk = wanted[start:start + 20000]
+    for start in range(0, len(possible), 20000):
+        chunk = possible[start:start + 20000]
         found.update(session.execute(sa.select(Ticket.__table__.c.id).where(Ticket.__table__.c.id.in_(chunk))).scalars())
     missing = [i for i in wanted if i not in found]
     if missing:

@@ -58,17 +58,22 @@ def read_ids(words: Iterable[str], stream=None) -> list[int]:
             stream = stream or sys.stdin
             for token in re.split(r"[\s,]+", stream.read()):
                 if token:
-                    ids.append(_ticket_id(token, "standard input"))
+                    ids.append(parse_id(token, "standard input"))
         else:
-            ids.append(_ticket_id(word, "arguments"))
+            ids.append(parse_id(word, "arguments"))
     return ids
 
 
-def _ticket_id(token: str, where: str) -> int:
-    cleaned = token.lstrip("#")
-    if not cleaned.isdigit():
-        raise InvalidError(f"{token!r} in {where} is not a ticket id")
-    return int(cleaned)
+def parse_id(token: str, where: str, what: str = "a ticket id") -> int:
+    """`123` or `#123` as a number (ASCII digits only: `isdigit` also passes '²', which int() refuses).
+
+    A number too large for any id column is still returned: the lookups report it as not found.
+    """
+    match = re.fullmatch(r"#?([0-9]+)", token)
+    if match and len(match.group(1)) <= 4000:  # int() refuses more than 4300 digits
+        return int(match.group(1))
+    shown = token if len(token) <= 24 else token[:20] + "…"
+    raise InvalidError(f"{shown!r} in {where} is not {what}")
 
 
 def confirm(question: str, *, assume_yes: bool) -> bool:

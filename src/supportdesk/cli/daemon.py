@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 def daemon(
     ctx: typer.Context,
-    timer_interval: float = typer.Option(60.0, "--timer-interval", help="Seconds between SLA/automation runs."),
+    timer_interval: float = typer.Option(60.0, "--timer-interval", min=0.1, max=86400,
+                                         help="Seconds between SLA/automation runs."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ):
     """Fetch mail (IMAP IDLE), send the outbox and run SLA timers, forever. SIGHUP reloads the config."""

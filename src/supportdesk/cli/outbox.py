@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from supportdesk.cli.args import parse_id
 from supportdesk.cli.context import app_context
 from supportdesk.cli.output import Format, write_rows
 from supportdesk.mail.delivery import (
@@ -30,9 +31,10 @@ def send(
     once: bool = typer.Option(False, "--once", help="Send what is due, then exit (the default)."),
     watch: bool = typer.Option(False, "--watch", help="Keep sending as replies are queued, until SIGTERM/ctrl+c."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Send at most this many messages (--once)."),
-    interval: float = typer.Option(5.0, "--interval", min=0.1, help="Seconds between looks at the outbox (--watch)."),
+    interval: float = typer.Option(5.0, "--interval", min=0.1, max=86400,
+                                   help="Seconds between looks at the outbox (--watch)."),
     lease: float = typer.Option(
-        LEASE_SECONDS, "--lease", min=0.1,
+        LEASE_SECONDS, "--lease", min=0.1, max=7 * 86400,
         help="Seconds after which a message left in `sending` by a sender that died is sent again."),
 ):
     """Deliver the outbox over SMTP (the smtp section of the config).
@@ -121,10 +123,9 @@ def outbox_cancel(ctx: typer.Context, ids: List[str] = typer.Argument(..., metav
 
 
 def _outbox_ids(words: List[str]) -> list[int]:
-    tokens: list[str] = []
+    ids: list[int] = []
     for word in words:
-        tokens.extend(t for t in re.split(r"[\s,]+", sys.stdin.read() if word == "-" else word) if t)
-    for token in tokens:
-        if not token.lstrip("#").isdigit():
-            raise InvalidError(f"{token!r} is not an outbox id (see `supportdesk outbox list`)")
-    return [int(t.lstrip("#")) for t in tokens]
+        where = "standard input" if word == "-" else "arguments"
+        ids.extend(parse_id(t, where, "an outbox id (see `supportdesk outbox list`)")
+                   for t in re.split(r"[\s,]+", sys.stdin.read() if word == "-" else word) if t)
+    return ids

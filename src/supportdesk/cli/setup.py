@@ -90,7 +90,7 @@ def demo_path() -> Path:
 def demo(
     ctx: typer.Context,
     db: Optional[str] = typer.Option(None, "--db", help="Where to put the demo database (never your real one)."),
-    tickets: int = typer.Option(300, "--tickets", min=1, help="How many tickets to seed."),
+    tickets: int = typer.Option(300, "--tickets", min=1, max=1_000_000, help="How many tickets to seed."),
     no_open: bool = typer.Option(False, "--no-open", help="Seed only; do not open the console."),
 ):
     """Seed a demo database in its own file and open the console on it."""

@@ -22,6 +22,7 @@ sla_app = typer.Typer(help="Service levels: tickets at risk or breached, escalat
                       no_args_is_help=True)
 rules_app = typer.Typer(help="Routing rules from the config.", no_args_is_help=True)
 
+MAX_WINDOW_MINUTES = 100 * 366 * 1440  # far enough for any SLA; `now +` a much larger one overflows
 CHECK_COLUMNS = ("id", "status", "priority", "assignee", "policy", "target", "due", "left", "subject")
 T = Ticket.__table__.c
 
@@ -32,10 +33,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _duration(text: str) -> timedelta:
-    m = re.fullmatch(r"\s*(\d+)\s*(m|min|h|d)\s*", text)
+    m = re.fullmatch(r"\s*([0-9]{1,12})\s*(m|min|h|d)\s*", text)
     if not m:
         raise InvalidError(f"bad duration {text!r} (use 30m, 2h or 1d)")
-    return timedelta(minutes=int(m.group(1)) * {"m": 1, "min": 1, "h": 60, "d": 1440}[m.group(2)])
+    minutes = int(m.group(1)) * {"m": 1, "min": 1, "h": 60, "d": 1440}[m.group(2)]
+    if minutes > MAX_WINDOW_MINUTES:
+        raise InvalidError(f"bad duration {text!r}: at most {MAX_WINDOW_MINUTES // 1440}d")
+    return timedelta(minutes=minutes)
 
 
 def _left(due: datetime, now: datetime) -> str:
@@ -103,7 +107,8 @@ def check(
 def recompute_command(
     ctx: typer.Context,
     query: Optional[List[str]] = typer.Argument(None, help="Which tickets (default: all not solved or closed)."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes for the clock (0: one per CPU, at most 4)."),
+    workers: int = typer.Option(0, "--workers", min=0, max=64,
+                                help="Processes for the clock (0: one per CPU, at most 4)."),
 ):
     """Recompute policies and due times, e.g. after changing [[sla]] or [[calendar]] in the config (admins)."""
     from supportdesk.sla.policy import recompute

@@ -18,7 +18,7 @@ from supportdesk.models import CHANNELS, PRIORITIES, STATUSES
 from supportdesk.query import parse_query
 from supportdesk.sla.policy import ticket_sla
 from supportdesk.tickets import (
-    Changes, InvalidError, bulk_update, check_access, create_ticket, existing_ids, get_ticket, merge_tickets,
+    MAX_ID, Changes, InvalidError, bulk_update, check_access, create_ticket, existing_ids, get_ticket, merge_tickets,
     resolve_actor, update_ticket,
 )
 from supportdesk.text import clean_line, clean_text
@@ -41,6 +41,8 @@ def list_(
     app_ctx = app_context(ctx)
     parsed = parse_query(query or [])
     qctx = app_ctx.query_context()
+    if limit is not None and limit > MAX_ID:
+        limit = None  # more than any table can hold: all of them (SQL's LIMIT would overflow)
     with app_ctx.database().read() as session:
         ids = ticket_ids(session, parsed, qctx, sort=sort, limit=limit)
         tickets = ticket_summaries(session, ids, qctx.now)
@@ -62,6 +64,7 @@ def show(
     app_ctx = app_context(ctx)
     qctx = app_ctx.query_context()
     with app_ctx.database().read() as session:
+        get_ticket(session, ticket_id)
         check_access(session, app_ctx.identity().actor, [ticket_id])
         detail = ticket_detail(session, ticket_id, qctx.now)
         sla = ticket_sla(session, app_ctx.settings, ticket_id, qctx.now)

@@ -52,7 +52,7 @@ from supportdesk.config import ConfigError, MailboxConfig, Settings, SmtpConfig
 from supportdesk.db import Database, DatabaseError
 from supportdesk.listing import iso
 from supportdesk.models import OUTBOX_UNFINISHED, DELIVERY_STATES, Customer, Message, Outbox, Ticket, utcnow
-from supportdesk.tickets import Actor, ConflictError, ForbiddenError, InvalidError, NotFoundError, record
+from supportdesk.tickets import Actor, ConflictError, ForbiddenError, InvalidError, NotFoundError, id_in_range, record
 from supportdesk.text import clean_line
 
 log = logging.getLogger(__name__)
@@ -284,8 +284,9 @@ def _move(database: Database, ids: Sequence[int], allowed: tuple[str, ...], targ
     actor = actor or Actor.system()
     O = Outbox.__table__.c
     with database.write() as session:
+        possible = [i for i in ids if id_in_range(i)]
         rows = {r.id: r for r in session.execute(
-            sa.select(O.id, O.status, O.ticket_id, O.message_id).where(O.id.in_(ids))).all()}
+            sa.select(O.id, O.status, O.ticket_id, O.message_id).where(O.id.in_(possible))).all()}
         missing = [i for i in ids if i not in rows]
         if missing:
             raise NotFoundError("no outbox message " + ", ".join(f"#{i}" for i in missing))

@@ -40,8 +40,8 @@ from supportdesk.models import (
     Agent, Attachment, Customer, Message, Outbox, Participant, Queue, RawMessage, Ticket, utcnow,
 )
 from supportdesk.tickets import (
-    Actor, Changes, add_message, add_participant, create_ticket, follow_merges, get_ticket, queue_id, record,
-    save_attachments, update_ticket,
+    Actor, Changes, add_message, add_participant, create_ticket, follow_merges, get_ticket, id_in_range, queue_id,
+    record, save_attachments, update_ticket,
 )
 from supportdesk.text import clean_line, clean_text
 
@@ -648,7 +648,11 @@ def ingest_interaction(database: Database, settings: Settings, data: dict, actor
     with database.write() as session:
         ticket_id = data.get("ticket")
         if ticket_id is not None:
-            ticket = get_ticket(session, int(ticket_id))
+            if isinstance(ticket_id, str) and ticket_id.isascii() and ticket_id.isdigit() and len(ticket_id) <= 4000:
+                ticket_id = int(ticket_id)
+            if not isinstance(ticket_id, int) or isinstance(ticket_id, bool):
+                raise InvalidError(f"ingest --json: 'ticket' must be a ticket id, got {str(ticket_id)[:40]!r}")
+            ticket = get_ticket(session, ticket_id)
             kind = {"phone": "call", "chat": "chat", "social": "social"}.get(channel, "inbound")
             add_message(session, ticket, actor, kind=kind, body=body, from_addr=requester.lower(),
                         created_at=created_at, author_agent_id=actor.agent_id)
@@ -756,7 +760,8 @@ def _check_quarantined(session: Session, raw_ids: Sequence[int]) -> None:
     from supportdesk.tickets import NotFoundError
 
     R = RawMessage.__table__.c
-    found = set(session.execute(sa.select(R.id).where(R.id.in_(list(raw_ids)), R.state == QUARANTINED)).scalars())
+    possible = [i for i in raw_ids if id_in_range(i)]
+    found = set(session.execute(sa.select(R.id).where(R.id.in_(possible), R.state == QUARANTINED)).scalars())
     missing = [i for i in raw_ids if i not in found]
     if missing:
         raise NotFoundError(f"not in quarantine: {', '.join(f'#{i}' for i in missing)}")
@@ -775,7 +780,7 @@ def raw_bytes(session: Session, raw_id: int, settings: Settings | None = None, a
     """A raw message's original bytes; a limited `actor` only their queues' (see `_raw_refusal`)."""
     from supportdesk.tickets import ForbiddenError, NotFoundError
 
-    raw = session.get(RawMessage, raw_id)
+    raw = session.get(RawMessage, raw_id) if id_in_range(raw_id) else None
     if raw is None:
         raise NotFoundError(f"no raw message #{raw_id}")
     refusal = _raw_refusal(session, settings, actor, raw_id, raw.mailbox, what="raw message")
