@@ -179,3 +179,18 @@ def test_ingest_json_ticket_that_cannot_exist(cli, desk, database, ticket, code,
     assert result.exit_code == code, result.output
     assert text in result.output and result.output.strip().count("\n") == 0, result.output
     assert _state(database) == before
+
+
+@pytest.mark.parametrize("when, text", [
+    ("yesterday", "created_at 'yesterday' is not an ISO 8601 time"),
+    (20261201, "created_at must be an ISO 8601 time, got '20261201'"),
+    ("2026-12-01T09:30:00", "created_at needs a time zone"),
+])
+def test_ingest_json_with_a_bad_time_is_one_line(cli, desk, database, when, text):
+    before = _state(database)
+    payload = json.dumps({"channel": "phone", "from": "bob@acme.test", "body": "Called", "created_at": when})
+    result = cli("ingest", "--json", input=payload)
+    assert result.exit_code == 2, result.output
+    assert text in result.output and result.output.strip().count("\n") == 0, result.output
+    assert "Traceback" not in result.output
+    assert _state(database) == before

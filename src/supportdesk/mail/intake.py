@@ -642,7 +642,13 @@ def ingest_interaction(database: Database, settings: Settings, data: dict, actor
         raise InvalidError("ingest --json: 'from' (the customer's email address) is required")
     body = clean_text(str(data.get("body_text") or data.get("body") or ""))
     when = data.get("created_at")
-    created_at = datetime.fromisoformat(when.replace("Z", "+00:00")) if isinstance(when, str) else None
+    if when is not None and not isinstance(when, str):
+        raise InvalidError(f"ingest --json: created_at must be an ISO 8601 time, got {str(when)[:40]!r}")
+    try:
+        created_at = datetime.fromisoformat(when.replace("Z", "+00:00")) if when else None
+    except ValueError:
+        raise InvalidError(f"ingest --json: created_at {when[:40]!r} is not an ISO 8601 time "
+                           "(e.g. 2026-12-01T09:30:00Z)") from None
     if created_at is not None and created_at.tzinfo is None:
         raise InvalidError("ingest --json: created_at needs a time zone (Z or an offset)")
     with database.write() as session:
