@@ -579,11 +579,10 @@ def person_sort_key(name: str):
         sa.select(sa.func.lower(A.login)).where(A.id == T.assignee_id).scalar_subquery(), "")
 
 
-def sort_order(spec: str | None) -> list:
-    """ORDER BY for `--sort FIELD[:asc|:desc]` (or `-FIELD`); newest first by default."""
-    T = Ticket.__table__.c
+def sort_parts(spec: str | None) -> tuple[str, bool]:
+    """`FIELD[:asc|:desc]` or `-FIELD` → (field, descending); no spec is newest first."""
     if not spec:
-        return [T.created_at.desc(), T.id.desc()]
+        return "created", True
     descending = spec.startswith("-")
     name = spec.lstrip("-")
     if ":" in name:
@@ -591,6 +590,15 @@ def sort_order(spec: str | None) -> list:
         if direction not in ("asc", "desc"):
             raise QueryError(f"bad sort direction {direction!r} in {spec!r} (asc or desc)", spec)
         descending = direction == "desc"
+    return name, descending
+
+
+def sort_order(spec: str | None) -> list:
+    """ORDER BY for `--sort FIELD[:asc|:desc]` (or `-FIELD`); newest first by default."""
+    T = Ticket.__table__.c
+    if not spec:
+        return [T.created_at.desc(), T.id.desc()]
+    name, descending = sort_parts(spec)
     if name not in SORT_FIELDS:
         raise QueryError(f"cannot sort by {name!r} (one of: {', '.join(SORT_FIELDS)})", spec)
     if name in ("requester", "assignee"):

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Input, OptionList, Static
 
-from supportdesk.query import QueryError
+from supportdesk.query import QueryError, sort_parts
 from supportdesk.text import clean_line
 from supportdesk.tui.bindings import bind
 from supportdesk.tui.widgets.footer import Footer
@@ -78,11 +78,10 @@ class QueueScreen(TicketActions, Screen):
         """The views are read: show the first one (or the query given on the command line);
         read again later (the agent's queues changed), keep what is shown."""
         sidebar = self.query_one(Sidebar)
+        sidebar.set_views(views)
         if self.table.pager is not None:
-            sidebar.set_views(views)
             self.data_changed()
             return
-        sidebar.set_views(views)
         start = next(i for i, v in enumerate(views) if v.name == "All" and v.kind == "builtin")
         if self.app.initial_query:
             self.show_query(self.app.initial_query, View("Search", self.app.initial_query, "search"))
@@ -115,7 +114,7 @@ class QueueScreen(TicketActions, Screen):
         self.query_text = text
         sort = self.sort or (view.sort if view else None)
         self.table.set_pager(Pager(self.app.database, query, self.app.query_context,
-                                   None if sort == "-created" else sort))
+                                   None if sort_parts(sort) == ("created", True) else sort))
         self.query_one(TableHeader).show_sort(sort)
         label = f"{view.name}: {text}" if view and view.kind != "search" else text
         self.query_one(StatusBar).update(query=label.rstrip(": ") or "all tickets")
@@ -152,8 +151,7 @@ class QueueScreen(TicketActions, Screen):
 
     def action_sort(self) -> None:
         """Pick a column to sort by (in SQL); picking the sorted column again reverses it."""
-        current = self.table.pager.sort if self.table.pager else None
-        field, descending = (current.lstrip("-"), current.startswith("-")) if current else ("created", True)
+        field, descending = sort_parts(self.table.pager.sort if self.table.pager else None)
         labels = list(self.SORT_MENU)
 
         def chosen(label: str | None) -> None:

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.worker import get_current_worker
 
 from supportdesk.db import DatabaseError
+from supportdesk.query import sort_parts
 from supportdesk.text import clean_line
 from supportdesk.tui.bindings import bind
 from supportdesk.tui.data import PAGE, Pager, Row, age, sla_countdown
@@ -53,7 +54,7 @@ SORT_COLUMNS = {"id": "id", "requester": "requester", "subject": "subject", "sta
 
 def header_text(width: int, sort: str | None = None) -> str:
     """The headings, the sorted column marked ▲ (ascending) or ▼; no sort is newest first (age ▲)."""
-    field, descending = (sort.lstrip("-"), sort.startswith("-")) if sort else ("created", True)
+    field, descending = sort_parts(sort)
     cells = []
     for name, w in layout(width):
         label = HEADINGS[name]
